@@ -1,0 +1,350 @@
+"""Checkpoints: the official release layout and the project's own format. Loading is strict.
+
+Official release layout (spec §1.2)::
+
+    ROOT/paraformer_encoder/{am.mvn, paraformer-encoder.pth}
+    ROOT/<variant>/adapter_project.pt            variant in asr, ast, asr_ast_mtl, ...
+    ROOT/<variant>/lora_weights/{adapter_config.json, adapter_model.bin|.safetensors}
+    ROOT/<any name>/                             the LLM as a Hugging Face model directory (or --llm)
+
+Own format (written by ``mooer convert`` and ``MooER.save_pretrained``)::
+
+    DIR/config.json         {"mooer_format": 1, "encoder": {...}, "adapter": {...}, "prompts": {...}, ...}
+    DIR/model.safetensors   encoder.*, adapter.*, cmvn.shift, cmvn.scale
+    DIR/llm/                the LLM (LoRA merged) + tokenizer as a Hugging Face directory
+
+A missing or unexpected key is a :class:`CheckpointError` that names the key and the file (the original
+loaded non-strictly and could silently run a random encoder, spec 15.3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mooer.errors import CheckpointError
+from mooer.features import Cmvn
+from mooer.models.adapter import AdapterConfig, LinearAdapter
+from mooer.models.mooer import MooERModel
+from mooer.models.sanm import SANMEncoder, SANMEncoderConfig
+from mooer.prompting import DEFAULT_PROMPTS, OFFICIAL_MTL_PROMPTS, OFFICIAL_PROMPTS
+
+FORMAT_VERSION = 1
+ENCODER_DIR = "paraformer_encoder"
+ENCODER_FILE = "paraformer-encoder.pth"
+CMVN_FILE = "am.mvn"
+ADAPTER_FILE = "adapter_project.pt"
+LORA_DIR = "lora_weights"
+ADAPTER_PREFIX = "encoder_projector."
+ENCODER_PREFIX_IN_ADAPTER = "encoder.model."
+VARIANT_PREFERENCE = ("asr_ast_mtl",)
+
+
+@dataclass
+class Loaded:
+    """Everything needed to run a model."""
+
+    model: MooERModel
+    tokenizer: object
+    cmvn: Cmvn
+    prompts: dict[str, str]
+    default_task: str
+    info: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _torch_load(path: Path) -> dict:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except Exception as e:  # corrupt pickle, or a pickle that is not plain tensors
+        raise CheckpointError(f"{path}: cannot be read as a weights-only torch file ({e})") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    return obj
+
+
+def load_strict(module: torch.nn.Module, state: dict, source: str | Path, what: str) -> None:
+    """``load_state_dict`` that names every missing/unexpected/mis-shaped key and the file."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+    if shapes:
+        problems.append(f"shape mismatches {shapes[:5]}")
+    if problems:
+        raise CheckpointError(f"{source}: {what} does not match the model: " + "; ".join(problems))
+    module.load_state_dict(state, strict=True)
+
+
+def default_device_dtype(device: str | None, dtype: str | torch.dtype | None) -> tuple[torch.device, torch.dtype]:
+    """CUDA + bf16 when present, else CPU + fp32."""
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype is None or dtype == "auto":
+        dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    elif isinstance(dtype, torch.dtype):
+        dt = dtype
+    else:
+        names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                 "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+        if dtype not in names:
+            raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(names)}")
+        dt = names[dtype]
+    return dev, dt
+
+
+def load_llm(llm_dir: Path, dtype: torch.dtype):
+    """A Hugging Face causal LM and its tokenizer, loaded strictly."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (llm_dir / "config.json").is_file():
+        raise CheckpointError(f"{llm_dir}: not a Hugging Face model directory (no config.json)")
+    llm, info = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=dtype, output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if problems:
+        raise CheckpointError(f"{llm_dir}: LLM weights do not match its config: {problems}")
+    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    llm.eval()
+    return llm, tokenizer
+
+
+# ------------------------------------------------------------------------------------------ LoRA merge
+
+
+def merge_lora(llm: torch.nn.Module, lora_dir: Path) -> dict:
+    """Merge a PEFT LoRA (r, alpha, targets read from adapter_config.json) into ``llm`` in place.
+
+    PEFT maps the keys (old PEFT-0.5 style without ``.default`` included) and finds the target layers; the
+    delta ``scaling · B @ A`` is computed in float32 and added to the weight, rounded once to its dtype.
+    """
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from peft.tuners.lora import LoraLayer
+
+    config_path = lora_dir / "adapter_config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{config_path}: file not found")
+    config = LoraConfig.from_pretrained(str(lora_dir))
+    if getattr(config, "use_dora", False):
+        raise CheckpointError(f"{config_path}: DoRA adapters are not supported")
+    weights = lora_dir / "adapter_model.safetensors"
+    state = load_file(weights) if weights.is_file() else _torch_load(lora_dir / "adapter_model.bin")
+    if not weights.is_file():
+        weights = lora_dir / "adapter_model.bin"
+    config.inference_mode = True
+    peft_model = get_peft_model(llm, config)
+    result = set_peft_model_state_dict(peft_model, state)
+    missing = sorted(k for k in result.missing_keys if "lora_" in k)
+    unexpected = sorted(result.unexpected_keys)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: LoRA weights do not match adapter_config.json: "
+            f"missing {missing[:10]}, unexpected {unexpected[:10]}"
+        )
+    merged = 0
+    with torch.no_grad():
+        for module in peft_model.modules():
+            if isinstance(module, LoraLayer) and "default" in module.lora_A:
+                base = module.get_base_layer()
+                a = module.lora_A["default"].weight.float()
+                b = module.lora_B["default"].weight.float()
+                delta = (b @ a) * module.scaling["default"]
+                if getattr(module, "fan_in_fan_out", False):
+                    delta = delta.T
+                base.weight.copy_((base.weight.float() + delta).to(base.weight.dtype))
+                merged += 1
+    peft_model.unload()
+    if merged == 0:
+        raise CheckpointError(f"{config_path}: no layer of the LLM matches target_modules {config.target_modules}")
+    return {"r": config.r, "lora_alpha": config.lora_alpha, "target_modules": sorted(config.target_modules),
+            "merged_layers": merged}
+
+
+# ------------------------------------------------------------------------------------- official layout
+
+
+def find_variants(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / ADAPTER_FILE).is_file())
+
+
+def find_llm_dir(root: Path) -> Path:
+    candidates = [p for p in sorted(root.iterdir()) if p.is_dir() and (p / "config.json").is_file()
+                  and p.name != ENCODER_DIR and not (p / ADAPTER_FILE).exists()]
+    if len(candidates) != 1:
+        found = [c.name for c in candidates] or "none"
+        raise CheckpointError(
+            f"{root}: cannot tell which directory holds the LLM (found: {found}); pass it with --llm / llm=")
+    return candidates[0]
+
+
+def is_official_layout(path: Path) -> bool:
+    return (path / ENCODER_DIR / ENCODER_FILE).is_file()
+
+
+def is_native_format(path: Path) -> bool:
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return "mooer_format" in json.loads(cfg.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+def load_official(root: Path, variant: str | None, llm_dir: Path | None, device, dtype) -> Loaded:
+    variants = find_variants(root)
+    if variant is None:
+        preferred = [v for v in VARIANT_PREFERENCE if v in variants]
+        if preferred:
+            variant = preferred[0]
+        elif len(variants) == 1:
+            variant = variants[0]
+        else:
+            raise CheckpointError(f"{root}: several task directories {variants}; choose one with --variant")
+    elif variant not in variants:
+        raise CheckpointError(f"{root}: no task directory {variant!r} with {ADAPTER_FILE} (found {variants})")
+    task_dir = root / variant
+
+    enc_path = root / ENCODER_DIR / ENCODER_FILE
+    enc_state = _torch_load(enc_path)
+    try:
+        enc_config = SANMEncoder.config_from_state_dict(enc_state)
+    except KeyError as e:
+        raise CheckpointError(f"{enc_path}: not a SANM encoder state dict (no key {e})") from None
+    encoder = SANMEncoder(enc_config)
+    load_strict(encoder, enc_state, enc_path, "the SANM encoder")
+
+    ad_path = task_dir / ADAPTER_FILE
+    ad_state = _torch_load(ad_path)
+    enc_override = {k[len(ENCODER_PREFIX_IN_ADAPTER):]: v for k, v in ad_state.items()
+                    if k.startswith(ENCODER_PREFIX_IN_ADAPTER)}
+    if enc_override:  # a release whose encoder was trained too (spec §4)
+        load_strict(encoder, {**encoder.state_dict(), **enc_override}, ad_path, "the encoder part")
+    other = sorted(k for k in ad_state if not k.startswith((ADAPTER_PREFIX, ENCODER_PREFIX_IN_ADAPTER)))
+    if other:
+        raise CheckpointError(f"{ad_path}: unexpected keys {other[:10]} (adapter keys start with {ADAPTER_PREFIX!r})")
+    ad_state = {k[len(ADAPTER_PREFIX):]: v for k, v in ad_state.items() if k.startswith(ADAPTER_PREFIX)}
+    try:
+        w1, w2 = ad_state["linear1.weight"], ad_state["linear2.weight"]
+    except KeyError as e:
+        raise CheckpointError(f"{ad_path}: missing key {ADAPTER_PREFIX}{e.args[0]}") from None
+    if w1.shape[1] % enc_config.d_model:
+        raise CheckpointError(f"{ad_path}: adapter input {w1.shape[1]} is not a multiple of encoder width "
+                              f"{enc_config.d_model}")
+    ad_config = AdapterConfig(encoder_dim=enc_config.d_model, llm_dim=w2.shape[0],
+                              downsample_rate=w1.shape[1] // enc_config.d_model, hidden_dim=w1.shape[0])
+    adapter = LinearAdapter(ad_config)
+    load_strict(adapter, ad_state, ad_path, "the adapter")
+
+    llm_dir = Path(llm_dir) if llm_dir else find_llm_dir(root)
+    llm, tokenizer = load_llm(llm_dir, dtype)
+    if llm.get_input_embeddings().weight.shape[1] != ad_config.llm_dim:
+        raise CheckpointError(f"{ad_path}: adapter output {ad_config.llm_dim} != LLM hidden size "
+                              f"{llm.get_input_embeddings().weight.shape[1]} of {llm_dir}")
+    lora_info = None
+    if (task_dir / LORA_DIR).is_dir():
+        lora_info = merge_lora(llm, task_dir / LORA_DIR)
+
+    cmvn = Cmvn.from_file(root / ENCODER_DIR / CMVN_FILE)
+    model = MooERModel(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    model.to(device=device, dtype=dtype).eval()
+    multitask = "mtl" in variant
+    prompts = dict(OFFICIAL_MTL_PROMPTS if multitask else OFFICIAL_PROMPTS)
+    default_task = "ast" if multitask or variant == "ast" else "asr"
+    info = {"format": "official", "path": str(root), "variant": variant, "llm": str(llm_dir), "lora": lora_info,
+            "encoder": enc_config.to_dict(), "adapter": ad_config.to_dict()}
+    return Loaded(model, tokenizer, cmvn, prompts, default_task, info)
+
+
+# ----------------------------------------------------------------------------------------- own format
+
+
+def load_native(root: Path, device, dtype) -> Loaded:
+    config = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    if config.get("mooer_format", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{root}/config.json: format {config['mooer_format']} is newer than this mooer "
+                              f"understands ({FORMAT_VERSION}); upgrade mooer")
+    weights = root / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: file not found")
+    state = load_file(weights)
+    encoder = SANMEncoder(SANMEncoderConfig(**config["encoder"]))
+    adapter = LinearAdapter(AdapterConfig(**config["adapter"]))
+    groups = {"encoder.": {}, "adapter.": {}, "cmvn.": {}}
+    for key, value in state.items():
+        prefix = next((p for p in groups if key.startswith(p)), None)
+        if prefix is None:
+            raise CheckpointError(f"{weights}: unexpected key {key!r}")
+        groups[prefix][key[len(prefix):]] = value
+    load_strict(encoder, groups["encoder."], weights, "the encoder")
+    load_strict(adapter, groups["adapter."], weights, "the adapter")
+    try:
+        cmvn = Cmvn(shift=groups["cmvn."]["shift"], scale=groups["cmvn."]["scale"])
+    except KeyError as e:
+        raise CheckpointError(f"{weights}: missing key 'cmvn.{e.args[0]}'") from None
+    llm, tokenizer = load_llm(root / "llm", dtype)
+    model = MooERModel(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    model.to(device=device, dtype=dtype).eval()
+    prompts = dict(config.get("prompts") or DEFAULT_PROMPTS)
+    info = {"format": "mooer", "path": str(root), **{k: config[k] for k in ("encoder", "adapter")},
+            "source": config.get("source")}
+    return Loaded(model, tokenizer, cmvn, prompts, config.get("default_task", "asr"), info)
+
+
+def save_native(loaded: Loaded, out_dir: str | Path, source: dict | None = None) -> Path:
+    """Write the own format; the round trip through :func:`load_native` is lossless."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = loaded.model
+    state = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    state.update({f"adapter.{k}": v for k, v in model.adapter.state_dict().items()})
+    state["cmvn.shift"] = loaded.cmvn.shift
+    state["cmvn.scale"] = loaded.cmvn.scale
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    tmp = out / "model.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out / "model.safetensors")
+    model.llm.save_pretrained(out / "llm", safe_serialization=True)
+    loaded.tokenizer.save_pretrained(out / "llm")
+    config = {
+        "mooer_format": FORMAT_VERSION,
+        "encoder": model.encoder.config.to_dict(),
+        "adapter": model.adapter.config.to_dict(),
+        "prompts": loaded.prompts,
+        "default_task": loaded.default_task,
+        "source": source if source is not None else loaded.info.get("source") or {
+            k: loaded.info.get(k) for k in ("format", "path", "variant") if loaded.info.get(k)},
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return out
+
+
+def load_checkpoint(path: str | Path, *, variant: str | None = None, llm: str | Path | None = None,
+                    device: str | None = None, dtype: str | torch.dtype | None = None) -> Loaded:
+    """Load either layout, detected from the directory's content."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: model directory not found")
+    dev, dt = default_device_dtype(device, dtype)
+    if is_official_layout(root):
+        return load_official(root, variant, Path(llm) if llm else None, dev, dt)
+    if is_native_format(root):
+        if variant:
+            raise CheckpointError(f"{root}: --variant applies to the official layout only")
+        return load_native(root, dev, dt)
+    raise CheckpointError(
+        f"{root}: neither the official release layout ({ENCODER_DIR}/{ENCODER_FILE}) nor a mooer model "
+        f"directory (config.json with 'mooer_format')")

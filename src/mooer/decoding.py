@@ -1,0 +1,84 @@
+"""Decoding options (named presets), and the structured result of one input."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How the LLM writes its answer. Every field is explicit: nothing is inherited from the LLM
+    directory's ``generation_config.json`` (the stock Qwen sampling defaults would change results)."""
+
+    num_beams: int = 4
+    max_new_tokens: int = 200
+    length_penalty: float = 0.8
+    eos_bias: float = -0.2  # added to the <|im_end|> log-probability at every step (0 = none)
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.num_beams < 1:
+            raise ValueError("num_beams must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be > 0")
+
+    def replace(self, **changes: Any) -> "DecodingOptions":
+        """A copy with some fields changed; ``None`` values are ignored (handy for CLI overrides)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: ``official``: spec §8.1, what the official offline inference uses (beam 4, 200 new tokens,
+#: length penalty 0.8, EOS bias -0.2). ``greedy``: spec §8.2, the official streaming demo.
+PRESETS: dict[str, DecodingOptions] = {
+    "official": DecodingOptions(),
+    "greedy": DecodingOptions(num_beams=1, max_new_tokens=500, length_penalty=1.0, eos_bias=0.0),
+}
+
+
+def get_preset(name: str | DecodingOptions | None) -> DecodingOptions:
+    """Resolve a preset name (or pass an options object through)."""
+    if name is None:
+        return PRESETS["official"]
+    if isinstance(name, DecodingOptions):
+        return name
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown decoding preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+@dataclass
+class Result:
+    """The outcome for one input, in the order the inputs were given."""
+
+    key: str
+    audio: str
+    task: str
+    text: str = ""
+    asr: str | None = None  # filled for multitask output (transcript part)
+    ast: str | None = None  # filled for multitask output (translation part)
+    error: str | None = None
+    duration: float | None = None  # seconds of audio
+    token_ids: list[int] = field(default_factory=list)  # generated ids up to and including EOS
+    segments: list[dict] | None = None  # long-form: [{start, end, text}, ...]
+    notes: list[str] = field(default_factory=list)  # decisions taken (e.g. guard retries)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self, with_tokens: bool = False) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "token_ids"}
+        if with_tokens:
+            out["token_ids"] = list(self.token_ids)
+        return {k: v for k, v in out.items() if v is not None and v != []}

@@ -1,0 +1,110 @@
+"""The MooER network: SANM encoder → adapter → splice into the prompt → causal LLM."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import GenerationConfig
+
+from mooer.decoding import DecodingOptions
+from mooer.models.adapter import LinearAdapter
+from mooer.models.sanm import SANMEncoder
+from mooer.prompting import TokenBatch
+
+
+class MooERModel(nn.Module):
+    """Holds the three parts; knows how to encode audio, splice it, compute the loss and generate."""
+
+    def __init__(self, encoder: SANMEncoder, adapter: LinearAdapter, llm: nn.Module, eos_id: int, pad_id: int):
+        super().__init__()
+        self.encoder = encoder
+        self.adapter = adapter
+        self.llm = llm
+        self.eos_id = eos_id
+        self.pad_id = pad_id
+        # Nothing may leak from the LLM directory's generation_config.json (spec 15.24).
+        self.llm.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.adapter.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.adapter.parameters()).dtype
+
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T6, 560) padded features + true lengths → (B, T6 // k, llm_dim) audio embeddings."""
+        return self.adapter(self.encoder(features.to(self.dtype), lengths))
+
+    def embed(self, tokens: TokenBatch, audio: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the audio embeddings written over each row's audio span (spec §6.4)."""
+        embed_tokens = self.llm.get_input_embeddings()
+        text = embed_tokens(tokens.input_ids.clamp_min(0))
+        modality = tokens.modality_mask
+        if audio.shape[1] == 0:
+            return text.masked_fill(modality.unsqueeze(-1), 0.0)
+        index = modality.long().cumsum(dim=1) - 1  # position inside the audio span
+        valid = modality & (index < audio.shape[1])
+        index = index.clamp(0, audio.shape[1] - 1)
+        spliced = torch.gather(audio.to(text.dtype), 1, index.unsqueeze(-1).expand(-1, -1, audio.shape[-1]))
+        out = torch.where(valid.unsqueeze(-1), spliced, text)
+        return out.masked_fill((modality & ~valid).unsqueeze(-1), 0.0)
+
+    def inputs_embeds(self, features: torch.Tensor, lengths: torch.Tensor, tokens: TokenBatch) -> torch.Tensor:
+        return self.embed(tokens, self.encode(features, lengths))
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor, tokens: TokenBatch):
+        """Training forward: HF causal-LM output with the token-mean cross-entropy over answer tokens."""
+        embeds = self.inputs_embeds(features, lengths, tokens)
+        position_ids = (tokens.attention_mask.long().cumsum(dim=1) - 1).clamp_min(0)  # fixes spec 15.20
+        return self.llm(
+            inputs_embeds=embeds,
+            attention_mask=tokens.attention_mask.long(),
+            position_ids=position_ids,
+            labels=tokens.labels,
+        )
+
+    def generation_config(self, options: DecodingOptions, max_new_tokens: int | None = None) -> GenerationConfig:
+        kwargs = dict(
+            num_beams=options.num_beams,
+            do_sample=options.do_sample,
+            max_new_tokens=max_new_tokens or options.max_new_tokens,
+            min_length=0,
+            length_penalty=options.length_penalty,
+            repetition_penalty=options.repetition_penalty,
+            no_repeat_ngram_size=options.no_repeat_ngram_size,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
+            bos_token_id=None,
+            num_return_sequences=1,
+            early_stopping=False,
+        )
+        if options.do_sample:
+            kwargs.update(temperature=options.temperature, top_p=options.top_p, top_k=0)
+        if options.eos_bias:
+            kwargs["sequence_bias"] = [[[self.eos_id], float(options.eos_bias)]]
+        return GenerationConfig(**kwargs)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        options: DecodingOptions,
+        max_new_tokens: int | None = None,
+        streamer=None,
+    ) -> list[list[int]]:
+        """Generate from spliced embeddings; returns each row's new ids up to and including the first EOS."""
+        out = self.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask.long(),
+            generation_config=self.generation_config(options, max_new_tokens),
+            streamer=streamer,
+        )
+        rows = []
+        for row in out.tolist():
+            if self.eos_id in row:
+                row = row[: row.index(self.eos_id) + 1]
+            rows.append(row)
+        return rows

@@ -1,0 +1,136 @@
+"""The Paraformer SANM encoder (spec §3), with FunASR's state-dict key names.
+
+Pre-LN blocks; layer 0 (``encoders0.0``) maps the 560-dim LFR input to d_model and has no attention
+residual; every attention is multi-head self-attention plus an FSMN memory (a depthwise 1-D conv over the
+value stream). The input is scaled by sqrt(d_model) and gets a sinusoidal position encoding of the *input*
+width with positions starting at 1, computed in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class SANMEncoderConfig:
+    input_size: int = 560
+    d_model: int = 512
+    attention_heads: int = 4
+    linear_units: int = 2048
+    num_blocks: int = 50
+    kernel_size: int = 11
+    sanm_shift: int = 0
+    layer_norm_eps: float = 1e-12
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sinusoidal_position_encoding(length: int, dim: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """(length, dim) encoding for positions 1..length, layout [sin(dim/2) | cos(dim/2)] (spec §3.2)."""
+    positions = torch.arange(1, length + 1, dtype=dtype, device=device)
+    half = dim // 2
+    increment = math.log(10000.0) / (half - 1)
+    inv_timescales = torch.exp(torch.arange(half, dtype=dtype, device=device) * -increment)
+    scaled = positions[:, None] * inv_timescales[None, :]
+    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
+
+
+class SANMAttention(nn.Module):
+    """MultiHeadedAttentionSANM: attention over q/k/v plus an FSMN memory block on v."""
+
+    def __init__(self, in_dim: int, d_model: int, heads: int, kernel_size: int, shift: int):
+        super().__init__()
+        self.heads = heads
+        self.d_k = d_model // heads
+        self.d_model = d_model
+        self.linear_q_k_v = nn.Linear(in_dim, 3 * d_model)
+        self.linear_out = nn.Linear(d_model, d_model)
+        self.fsmn_block = nn.Conv1d(d_model, d_model, kernel_size, groups=d_model, bias=False)
+        left = (kernel_size - 1) // 2 + shift
+        self.fsmn_padding = (left, kernel_size - 1 - left)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, in_dim); mask: (B, T) bool, True on valid frames."""
+        b, t, _ = x.shape
+        q, k, v = self.linear_q_k_v(x).split(self.d_model, dim=-1)
+        frame_mask = mask.unsqueeze(-1).to(v.dtype)
+        # FSMN memory on the unsplit value stream; padded frames zeroed before and after.
+        vm = v * frame_mask
+        memory = self.fsmn_block(F.pad(vm.transpose(1, 2), self.fsmn_padding)).transpose(1, 2)
+        memory = (memory + vm) * frame_mask
+        # Attention; padded keys are excluded (softmax over valid keys only).
+        q, k, v = (z.view(b, t, self.heads, self.d_k).transpose(1, 2) for z in (q, k, v))
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        attn = attn.transpose(1, 2).reshape(b, t, self.d_model)
+        return self.linear_out(attn) + memory
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, units: int):
+        super().__init__()
+        self.w_1 = nn.Linear(d_model, units)
+        self.w_2 = nn.Linear(units, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w_2(F.relu(self.w_1(x)))
+
+
+class SANMEncoderLayer(nn.Module):
+    def __init__(self, in_dim: int, config: SANMEncoderConfig):
+        super().__init__()
+        d = config.d_model
+        self.self_attn = SANMAttention(in_dim, d, config.attention_heads, config.kernel_size, config.sanm_shift)
+        self.feed_forward = FeedForward(d, config.linear_units)
+        self.norm1 = nn.LayerNorm(in_dim, eps=config.layer_norm_eps)
+        self.norm2 = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.residual = in_dim == d  # layer 0 (560 -> d) has no attention residual
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        a = self.self_attn(self.norm1(x), mask)
+        x = x + a if self.residual else a
+        return x + self.feed_forward(self.norm2(x))
+
+
+class SANMEncoder(nn.Module):
+    """(B, T6, 560) features + lengths → (B, T6, d_model) hidden states (after ``after_norm``)."""
+
+    def __init__(self, config: SANMEncoderConfig):
+        super().__init__()
+        self.config = config
+        self.encoders0 = nn.ModuleList([SANMEncoderLayer(config.input_size, config)])
+        self.encoders = nn.ModuleList([SANMEncoderLayer(config.d_model, config) for _ in range(config.num_blocks - 1)])
+        self.after_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False  # checkpointing never changes key names (spec 15.3)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        t = features.shape[1]
+        mask = torch.arange(t, device=features.device)[None, :] < lengths.to(features.device)[:, None]
+        pe = sinusoidal_position_encoding(t, features.shape[-1], torch.float32, features.device)
+        x = (features.float() * math.sqrt(self.config.d_model) + pe).to(features.dtype)
+        for layer in (*self.encoders0, *self.encoders):
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, mask, use_reentrant=False)
+            else:
+                x = layer(x, mask)
+        return self.after_norm(x)
+
+    @staticmethod
+    def config_from_state_dict(state_dict: dict, **overrides) -> SANMEncoderConfig:
+        """Infer the architecture (width, depth, FFN, kernel) from checkpoint shapes."""
+        qkv0 = state_dict["encoders0.0.self_attn.linear_q_k_v.weight"]
+        depth = 1 + len({k.split(".")[1] for k in state_dict if k.startswith("encoders.")})
+        fields = dict(
+            input_size=qkv0.shape[1],
+            d_model=qkv0.shape[0] // 3,
+            linear_units=state_dict["encoders0.0.feed_forward.w_1.weight"].shape[0],
+            num_blocks=depth,
+            kernel_size=state_dict["encoders0.0.self_attn.fsmn_block.weight"].shape[-1],
+        )
+        fields.update(overrides)
+        return SANMEncoderConfig(**fields)
