@@ -1,0 +1,175 @@
+"""Reading references and hypotheses for evaluation.
+
+Accepted inputs (the format is chosen by file suffix: ``.jsonl``, ``.json`` and ``.ndjson`` are JSON lines,
+anything else is a key-text file):
+
+- **Kaldi-style key-text files** (``text`` files, ``testing.py`` output): one ``key<space or tab>text`` per
+  line, split once; the text may be empty (a key alone is an empty hypothesis, scored as all deletions).
+  Blank lines are skipped, a UTF-8 BOM is ignored, duplicate keys keep the last line.
+- **tsv output of** ``mooer transcribe`` (suffix ``.tsv``): a key-text file whose texts escape newlines; the
+  escapes ``\\n``, ``\\t``, ``\\r`` and ``\\\\`` are undone (:func:`unescape`).
+- **jsonl output of** ``mooer transcribe``: records with ``key`` and ``text``; multitask records also carry
+  ``asr`` and ``ast``. A record with a non-empty ``error`` field is a failed transcription: it becomes a
+  *failed* key (counted, and treated as a missing hypothesis).
+- **native manifests** (jsonl): ``{"id": ..., "audio": ..., "text": transcript, "translation": optional
+  English translation, ...}``; the reference field depends on the task (:data:`REFERENCE_FIELDS`).
+
+Tasks: ``asr`` scores transcripts, ``ast`` translations. A hypothesis text of the multitask model is
+``ASR_TEXT\\nAST_TEXT`` (spec 7.3); when a hypothesis has no dedicated ``asr``/``ast`` field and its text
+splits on ``\\n`` into exactly two parts, the part for the task is used (stripped), like the official
+``inference.py``; otherwise the whole text is used.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+from mooer.evaluation.pairing import EvaluationError
+
+Task = Literal["asr", "ast"]
+TASKS: tuple[str, ...] = get_args(Task)
+
+#: manifest field holding the reference of each task
+REFERENCE_FIELDS: dict[str, str] = {"asr": "text", "ast": "translation"}
+
+JSONL_SUFFIXES = frozenset({".jsonl", ".json", ".ndjson"})
+
+_KEY_TEXT_RE = re.compile(r"[ \t]*([^ \t]+)(?:[ \t](.*))?")
+_ESCAPE_RE = re.compile(r"\\([\\ntr])")
+_UNESCAPED = {"\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
+
+
+@dataclass(frozen=True)
+class Hypotheses:
+    """Hypothesis texts by key, and the keys whose transcription failed (key -> error message)."""
+
+    texts: dict[str, str]
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def check_task(task: str) -> Task:
+    """Return ``task`` if it is ``asr`` or ``ast``, else raise ValueError."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    return task  # type: ignore[return-value]
+
+
+def reference_field(task: Task) -> str:
+    """The manifest field holding the reference for ``task``: ``text`` (asr) or ``translation`` (ast)."""
+    return REFERENCE_FIELDS[check_task(task)]
+
+
+def is_jsonl(path: str | Path) -> bool:
+    """Whether ``path`` is read as JSON lines (by suffix)."""
+    return Path(path).suffix.lower() in JSONL_SUFFIXES
+
+
+def unescape(text: str) -> str:
+    """Undo the escaping of ``mooer transcribe`` tsv output: ``\\n``, ``\\t``, ``\\r``, ``\\\\``."""
+    if "\\" not in text:
+        return text
+    return _ESCAPE_RE.sub(lambda m: _UNESCAPED[m.group(1)], text)
+
+
+def split_multitask(text: str) -> tuple[str, str] | None:
+    """``(asr, ast)`` from a multitask output ``ASR\\nAST``, or None unless it has exactly two lines."""
+    parts = text.split("\n")
+    if len(parts) != 2:
+        return None
+    return parts[0].strip(), parts[1].strip()
+
+
+def task_text(text: str, task: Task) -> str:
+    """The part of a hypothesis text that ``task`` scores (see the module docstring)."""
+    parts = split_multitask(text)
+    if parts is None:
+        return text
+    return parts[TASKS.index(check_task(task))]
+
+
+def read_key_text(path: str | Path, *, unescape_text: bool = False) -> dict[str, str]:
+    """Read a ``key text`` file into an ordered ``key -> text`` dict."""
+    out: dict[str, str] = {}
+    with open(path, encoding="utf-8-sig") as f:
+        for line in f:
+            line = line.rstrip("\r\n")
+            match = _KEY_TEXT_RE.fullmatch(line)
+            if match is None:  # blank line
+                continue
+            key, text = match.group(1), (match.group(2) or "").strip()
+            out[key] = unescape(text) if unescape_text else text
+    return out
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, record)`` for every non-blank line of a JSON-lines file."""
+    with open(path, encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EvaluationError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
+            if not isinstance(record, dict):
+                raise EvaluationError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            yield lineno, record
+
+
+def _record_key(record: dict, fields: tuple[str, ...], where: str) -> str:
+    for name in fields:
+        value = record.get(name)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+    raise EvaluationError(f"{where}: no utterance key (expected field {' or '.join(repr(f) for f in fields)})")
+
+
+def _record_text(record: dict, name: str, where: str) -> str:
+    value = record.get(name)
+    if not isinstance(value, str):
+        state = "missing" if value is None else f"not a string ({type(value).__name__})"
+        raise EvaluationError(f"{where}: field {name!r} is {state}")
+    return value
+
+
+def read_references(path: str | Path, task: Task = "asr") -> dict[str, str]:
+    """References by key from a key-text file or a manifest (field per :func:`reference_field`)."""
+    if not is_jsonl(path):
+        return read_key_text(path, unescape_text=Path(path).suffix.lower() == ".tsv")
+    name = reference_field(task)
+    refs: dict[str, str] = {}
+    for lineno, record in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        key = _record_key(record, ("id", "key"), where)
+        refs[key] = _record_text(record, name, f"{where} (id {key})")
+    return refs
+
+
+def read_hypotheses(path: str | Path, task: Task = "asr") -> Hypotheses:
+    """Hypotheses by key from a key-text file, a ``.tsv`` or the jsonl of ``mooer transcribe``."""
+    check_task(task)
+    if not is_jsonl(path):
+        raw = read_key_text(path, unescape_text=Path(path).suffix.lower() == ".tsv")
+        return Hypotheses({key: task_text(text, task) for key, text in raw.items()})
+    texts: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for lineno, record in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        key = _record_key(record, ("key", "id"), where)
+        error = record.get("error")
+        if error:
+            failed[key] = str(error)
+            texts.pop(key, None)
+            continue
+        failed.pop(key, None)
+        where = f"{where} (key {key})"
+        if isinstance(record.get(task), str):
+            texts[key] = record[task]
+        else:
+            texts[key] = task_text(_record_text(record, "text", where), task)
+    return Hypotheses(texts, failed)
