@@ -260,7 +260,8 @@ def test_tsv_newlines_are_unescaped_and_multitask_split(tmp_path):
     assert read_hypotheses(p, "asr").texts == {"u1": "你好", "u2": "a\\b"}
     assert read_hypotheses(p, "ast").texts["u1"] == "Hello"
     assert task_text("one line", "ast") == "one line"
-    assert task_text("a\nb\nc", "asr") == "a\nb\nc"  # not exactly two parts: whole text
+    assert task_text(" a \nb\nc", "asr") == "a"  # split at the first newline, like mooer.prompting
+    assert task_text(" a \nb\nc", "ast") == "b\nc"
 
 
 def test_read_transcribe_jsonl_with_multitask_fields_and_errors(tmp_path):

@@ -15,9 +15,10 @@ anything else is a key-text file):
   English translation, ...}``; the reference field depends on the task (:data:`REFERENCE_FIELDS`).
 
 Tasks: ``asr`` scores transcripts, ``ast`` translations. A hypothesis text of the multitask model is
-``ASR_TEXT\\nAST_TEXT`` (spec 7.3); when a hypothesis has no dedicated ``asr``/``ast`` field and its text
-splits on ``\\n`` into exactly two parts, the part for the task is used (stripped), like the official
-``inference.py``; otherwise the whole text is used.
+``ASR_TEXT\\nAST_TEXT`` (spec 7.3). When a hypothesis has no dedicated ``asr``/``ast`` field and its text
+contains a newline, it is split at the first newline and the part for the task is used, stripped (the
+rule of ``mooer.prompting.split_multitask``, which fills the ``asr``/``ast`` fields of the jsonl); a text
+without a newline is used whole for either task (single-task model output).
 """
 
 from __future__ import annotations
@@ -77,11 +78,15 @@ def unescape(text: str) -> str:
 
 
 def split_multitask(text: str) -> tuple[str, str] | None:
-    """``(asr, ast)`` from a multitask output ``ASR\\nAST``, or None unless it has exactly two lines."""
-    parts = text.split("\n")
-    if len(parts) != 2:
+    """``(asr, ast)`` of a multitask output ``ASR\\nAST``: split at the first newline, both parts stripped.
+
+    None when there is no newline. Same rule as ``mooer.prompting.split_multitask`` (not imported here:
+    that module needs torch, evaluation does not).
+    """
+    if "\n" not in text:
         return None
-    return parts[0].strip(), parts[1].strip()
+    asr, ast = text.split("\n", 1)
+    return asr.strip(), ast.strip()
 
 
 def task_text(text: str, task: Task) -> str:
