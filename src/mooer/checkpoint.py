@@ -145,6 +145,7 @@ def merge_lora(llm: torch.nn.Module, lora_dir: Path) -> dict:
     if not weights.is_file():
         weights = lora_dir / "adapter_model.bin"
     config.inference_mode = True
+    config.base_model_name_or_path = getattr(llm, "name_or_path", None)  # the release's path is stale
     peft_model = get_peft_model(llm, config)
     result = set_peft_model_state_dict(peft_model, state)
     missing = sorted(k for k in result.missing_keys if "lora_" in k)

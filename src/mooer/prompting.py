@@ -16,6 +16,8 @@ from typing import Mapping, Sequence
 
 import torch
 
+from mooer.tasks import MULTITASK_SEPARATOR, TASKS, join_multitask, split_multitask  # noqa: F401 (re-exported)
+
 TEMPLATE = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
     "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
@@ -37,23 +39,8 @@ DEFAULT_PROMPTS: dict[str, str] = {
 #: The released ``asr_ast_mtl`` model writes "transcript\ntranslation" when given the *ast* prompt.
 OFFICIAL_MTL_PROMPTS: dict[str, str] = {**OFFICIAL_PROMPTS, "asr_ast": OFFICIAL_PROMPTS["ast"]}
 
-TASKS = ("asr", "ast", "asr_ast")
-MULTITASK_SEPARATOR = "\n"
 AUDIO_PLACEHOLDER = -1
 IGNORE_INDEX = -100
-
-
-def split_multitask(text: str, separator: str = MULTITASK_SEPARATOR) -> tuple[str, str]:
-    """Split a multitask output at the first separator into (transcript, translation) (spec §7.3)."""
-    if separator in text:
-        asr, ast = text.split(separator, 1)
-        return asr.strip(), ast.strip()
-    return text.strip(), ""
-
-
-def join_multitask(transcript: str, translation: str, separator: str = MULTITASK_SEPARATOR) -> str:
-    """The training target of the asr_ast task: transcript, separator, translation."""
-    return f"{transcript}{separator}{translation}"
 
 
 @dataclass

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from mooer.evaluation.pairing import EvaluationError
+from mooer.tasks import MULTITASK_SEPARATOR, split_multitask
 
 Task = Literal["asr", "ast"]
 TASKS: tuple[str, ...] = get_args(Task)
@@ -77,24 +78,11 @@ def unescape(text: str) -> str:
     return _ESCAPE_RE.sub(lambda m: _UNESCAPED[m.group(1)], text)
 
 
-def split_multitask(text: str) -> tuple[str, str] | None:
-    """``(asr, ast)`` of a multitask output ``ASR\\nAST``: split at the first newline, both parts stripped.
-
-    None when there is no newline. Same rule as ``mooer.prompting.split_multitask`` (not imported here:
-    that module needs torch, evaluation does not).
-    """
-    if "\n" not in text:
-        return None
-    asr, ast = text.split("\n", 1)
-    return asr.strip(), ast.strip()
-
-
 def task_text(text: str, task: Task) -> str:
     """The part of a hypothesis text that ``task`` scores (see the module docstring)."""
-    parts = split_multitask(text)
-    if parts is None:
+    if MULTITASK_SEPARATOR not in text:
         return text
-    return parts[TASKS.index(check_task(task))]
+    return split_multitask(text)[TASKS.index(check_task(task))]
 
 
 def read_key_text(path: str | Path, *, unescape_text: bool = False) -> dict[str, str]:

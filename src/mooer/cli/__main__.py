@@ -1,0 +1,5 @@
+import sys
+
+from mooer.cli import main
+
+sys.exit(main())
