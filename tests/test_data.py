@@ -314,3 +314,203 @@ def test_dataloader_with_two_workers(corpus, extractor, prompts) -> None:
     assert sorted(i for b in batches for i in b.ids) == ["a", "b", "c", "d"]
     by_id = {i: t for b in batches for i, t in zip(b.ids, b.tasks)}
     assert by_id == {u.id: ds.task_of(k) for k, u in enumerate(corpus)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# augmentation
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_augmentation_only_when_enabled_and_deterministic(tmp_path, corpus, extractor, prompts) -> None:
+    from mooer.data.augment import AugmentConfig, Augmenter
+
+    assert not AugmentConfig().enabled
+    plain = SpeechDataset(corpus, extractor, prompts, augment=AugmentConfig())
+    assert plain.augment is None
+    reference = plain[0].features
+
+    write_wav(tmp_path / "noise.wav", 0.3, freq=50)
+    (tmp_path / "noise.jsonl").write_text(json.dumps(
+        {"id": "n", "audio": "noise.wav", "duration": 0.3, "text": "noise"}) + "\n", encoding="utf-8")
+    for config in (
+        AugmentConfig(speed_perturb=[0.9, 1.1]),
+        AugmentConfig(noise_prob=1.0, snr_db=(5, 10)),
+        AugmentConfig(noise_prob=1.0, noise_manifest=str(tmp_path / "noise.jsonl")),
+        AugmentConfig(time_masks=2, time_mask_width=3, freq_masks=2, freq_mask_width=8),
+    ):
+        assert config.enabled
+        ds = SpeechDataset(corpus, extractor, prompts, augment=config, seed=4)
+        first = ds[0].features
+        assert not torch.equal(first, reference)
+        assert torch.equal(SpeechDataset(corpus, extractor, prompts, augment=config, seed=4)[0].features, first)
+        epochs = set()
+        for epoch in range(4):
+            ds.set_epoch(epoch)
+            epochs.add(tuple(ds[0].features.flatten()[:50].tolist()) + (ds[0].features.shape[0],))
+        assert len(epochs) > 1  # draws differ between epochs
+
+    aug = Augmenter(AugmentConfig(speed_perturb=[1.1]))
+    wave = corpus[0].load_audio()
+    assert aug.waveform(wave, key="a", epoch=0).shape[0] == pytest.approx(wave.shape[0] / 1.1, abs=2)
+    masked = Augmenter(AugmentConfig(freq_masks=1, freq_mask_width=80)).features(reference, key="x", epoch=0)
+    zero_bins = (masked.view(masked.shape[0], 7, 80) == 0).all(dim=0)  # same bins in all 7 stacked frames
+    assert torch.equal(zero_bins[0], zero_bins[6]) and torch.equal(reference, plain[0].features)
+    assert AugmentConfig.from_dict({"snr_db": [0, 5], "noise_prob": 0.5}).snr_db == (0, 5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# shards
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_shards_pack_and_read_back(tmp_path, corpus) -> None:
+    from mooer.data.prepare import pack
+    from mooer.data.shards import index_shard, iter_shard_list, read_shard_list
+    from mooer.audio import load_audio
+
+    result, writer = pack(corpus, tmp_path / "shards", utts_per_shard=3)
+    assert len(writer.shards) == 2 and not result.skipped
+    assert read_shard_list(writer.list_path) == [str(p.resolve()) for p in writer.shards]
+    assert [e.key for e in index_shard(writer.shards[0])[0]] == ["a", "b", "c"]
+
+    packed = read_manifest(writer.manifest_path)
+    assert [u.id for u in packed.utterances] == ["a", "b", "c", "d"]
+    assert packed.utterances[0].audio == f"{writer.shards[0].resolve()}#a.wav"
+    assert packed.utterances[0].translation == "hello world"
+    for original, copy in zip(corpus, packed.utterances):
+        assert copy.duration == pytest.approx(original.duration, abs=1e-3)
+        np.testing.assert_array_equal(copy.load_audio(), original.load_audio())  # d: segment → 16-bit WAV
+
+    streamed = list(iter_shard_list(writer.list_path))
+    assert [(s.key, s.text) for s in streamed] == [(u.id, u.text) for u in corpus]
+    for item, original in zip(streamed, corpus):
+        np.testing.assert_array_equal(load_audio(item.audio), original.load_audio())
+
+
+@pytest.mark.parametrize("world_size,num_workers", [(2, 1), (3, 1), (2, 2)])
+def test_streaming_reader_splits_by_utterance_count(tmp_path, world_size, num_workers) -> None:
+    from mooer.data.shards import ShardWriter, iter_shard_list
+
+    write_wav(tmp_path / "x.wav", 0.2)
+    with ShardWriter(tmp_path / "s", utts_per_shard=4) as writer:  # shards of 4, 4 and 3 utterances
+        for i in range(11):
+            writer.add(Utterance(f"u{i:02d}", str(tmp_path / "x.wav"), f"t{i}", 0.2))
+    parts = [[item.key for item in iter_shard_list(writer.list_path, rank, world_size, worker, num_workers)]
+             for rank in range(world_size) for worker in range(num_workers)]
+    assert len({len(p) for p in parts}) == 1  # the same amount of work everywhere
+    assert {k for p in parts for k in p} == {f"u{i:02d}" for i in range(11)}
+    shuffled = [item.key for item in iter_shard_list(writer.list_path, shuffle=True, epoch=1)]
+    assert sorted(shuffled) == [f"u{i:02d}" for i in range(11)]  # tar order shuffled, each utterance once
+
+
+def test_shard_invalid_groups_skipped_last_included(tmp_path) -> None:
+    import io
+    import tarfile
+
+    from mooer.data.prepare import prepare_shards
+    from mooer.data.shards import iter_shard_list
+
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros(3200, np.float32), SR, format="WAV", subtype="PCM_16")
+    tar_path = tmp_path / "shard.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for name, data in [("a.txt", "你好\u2581WORLD".encode()), ("a.wav", wav.getvalue()),
+                           ("b.wav", wav.getvalue()),  # no text
+                           ("c.txt", b"  "), ("c.wav", wav.getvalue()),  # empty text
+                           ("d.txt", b"last")]:  # last group, no audio (15.42)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (tmp_path / "data.list").write_text("shard.tar\n", encoding="utf-8")
+    (tmp_path / "en.txt").write_text("a hello world\n", encoding="utf-8")
+    result = prepare_shards(tmp_path / "data.list", translation=tmp_path / "en.txt")
+    assert [(u.id, u.text, u.translation) for u in result.utterances] == [("a", "你好 WORLD", "hello world")]
+    assert result.utterances[0].duration == pytest.approx(0.2)
+    assert result.skipped == Counter({"invalid group": 2, "empty text": 1})
+    assert [i.key for i in iter_shard_list(tmp_path / "data.list")] == ["a", "c"]
+    (tmp_path / "remote.list").write_text("https://example.com/a.tar\n", encoding="utf-8")
+    with pytest.raises(OSError, match="only local"):
+        list(iter_shard_list(tmp_path / "remote.list"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# importers and CLI
+# ---------------------------------------------------------------------------------------------------------
+
+
+def kaldi_dir(tmp_path: Path) -> Path:
+    data = tmp_path / "kaldi"
+    (data / "wav").mkdir(parents=True)
+    write_wav(data / "wav" / "r1.wav", 2.0, freq=200)
+    write_wav(data / "wav" / "r2.wav", 1.0, sr=22050, channels=2, freq=400)
+    (data / "wav" / "broken.wav").write_bytes(b"not audio at all")
+    (data / "wav.scp").write_text(
+        "r1 wav/r1.wav\nr2 wav/r2.wav\nr3 wav/broken.wav\nr4 sox x.wav -t wav - |\nr5 wav/absent.wav\n",
+        encoding="utf-8")
+    (data / "segments").write_text(
+        "s1 r1 0.0 1.2\ns2 r1 1.2 -1\ns3 r2 0.1 0.9\ns4 r3 0 1\ns5 r4 0 1\ns6 r1 1.5 1.5\ns7 r5 0 1\n",
+        encoding="utf-8")
+    (data / "text").write_text(
+        "s1 你好\u2581WORLD\ns2 第二段\ns3 第三\ns4 坏\ns5 管道\ns6 空段\ns7 不存在\ns8 无音频\ns9\n",
+        encoding="utf-8")
+    (data / "text.en").write_text("s1 hello world\ns3 third\n", encoding="utf-8")
+    return data
+
+
+def test_prepare_kaldi(tmp_path) -> None:
+    from mooer.data.prepare import prepare_kaldi
+
+    data = kaldi_dir(tmp_path)
+    result = prepare_kaldi(data, translation=data / "text.en")
+    assert [(u.id, u.text, u.translation) for u in result.utterances] == [
+        ("s1", "你好 WORLD", "hello world"), ("s2", "第二段", None), ("s3", "第三", "third")]
+    s1, s2, s3 = result.utterances
+    assert (s1.start, s1.end, s1.duration) == (0.0, 1.2, pytest.approx(1.2))
+    assert s2.end == pytest.approx(2.0) and s2.duration == pytest.approx(0.8)  # -1 = to the end
+    assert s3.audio == str(data / "wav" / "r2.wav")
+    assert s3.load_audio().shape[0] == pytest.approx(0.8 * SR, abs=2)
+    assert result.skipped == Counter({"piped wav.scp command": 1, "unreadable audio": 2, "no audio entry": 1,
+                                      "no segment": 1, "empty segment": 1, "empty text": 1})
+
+    (data / "segments").unlink()  # utterances = recordings
+    (data / "text").write_text("r2 第二\nr1 整段\n", encoding="utf-8")
+    whole = prepare_kaldi(data)
+    assert [(u.id, u.start, u.duration) for u in whole.utterances] == [
+        ("r2", None, pytest.approx(1.0)), ("r1", None, pytest.approx(2.0))]
+    assert whole.skipped == Counter({"piped wav.scp command": 1, "no text": 2})  # r3, r5 have no transcript
+
+
+def test_cli_prepare(tmp_path, capsys) -> None:
+    from mooer.cli import main
+
+    data = kaldi_dir(tmp_path)
+    out = tmp_path / "train.jsonl"
+    assert main(["prepare", "kaldi", str(data), "--out", str(out), "--translation", str(data / "text.en")]) == 0
+    assert "3 utterances" in capsys.readouterr().err
+    assert [u.id for u in read_manifest(out).utterances] == ["s1", "s2", "s3"]
+    assert main(["prepare", "pack", str(out), "--out", str(tmp_path / "packed"), "--utts-per-shard", "2"]) == 0
+    assert "2 shards" in capsys.readouterr().err
+    again = tmp_path / "again.jsonl"
+    assert main(["prepare", "shards", str(tmp_path / "packed" / "data.list"), "--out", str(again)]) == 0
+    assert [u.text for u in read_manifest(again).utterances] == ["你好 WORLD", "第二段", "第三"]
+    assert main(["prepare", "kaldi", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.jsonl")]) == 1
+
+
+def test_dataloader_resume_with_prefetching_workers(corpus, extractor, prompts) -> None:
+    ds = SpeechDataset(corpus * 3, extractor, prompts)
+
+    def loader(sampler):
+        return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=ds.collate_fn, num_workers=2)
+
+    def make():
+        return FixedSizeSampler(len(ds), 2, seed=7)
+
+    full = [b.ids for b in loader(make())]
+    first = make()
+    it = iter(loader(first))
+    taken = [next(it).ids for _ in range(2)]  # the workers have prefetched more than 2 batches by now
+    state = first.state_dict(batches_consumed=2)
+    del it
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert taken + [b.ids for b in loader(resumed)] == full

@@ -25,7 +25,7 @@ import functools
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import Dataset
@@ -41,11 +41,9 @@ from mooer.prompting import (
     join_multitask,
     pad_features,
 )
+from mooer.data.augment import AugmentConfig, Augmenter
 from mooer.data.manifest import Utterance
 from mooer.data.sampler import padding_fraction
-
-if TYPE_CHECKING:  # pragma: no cover
-    from mooer.data.augment import Augmenter
 
 __all__ = ["TaskMix", "Sample", "TrainBatch", "SpeechDataset", "collate", "stable_uniform"]
 
@@ -223,6 +221,9 @@ class SpeechDataset(Dataset):
     ``max_answer_tokens`` (eos included), a forced task without translation. The reason is counted in
     :attr:`skipped` *of the process that loaded it* (each DataLoader worker has its own copy; the batch
     reports how many it dropped in ``TrainBatch.num_skipped``) and logged. Other exceptions propagate.
+
+    ``augment``: an :class:`~mooer.data.augment.AugmentConfig` (wrapped with this dataset's ``seed``; ignored
+    when nothing is enabled) or a ready :class:`~mooer.data.augment.Augmenter`.
     """
 
     def __init__(
@@ -233,7 +234,7 @@ class SpeechDataset(Dataset):
         task_mix: Optional[TaskMix] = None,
         *,
         downsample: int = 2,
-        augment: Optional["Augmenter"] = None,
+        augment: Union[AugmentConfig, Augmenter, None] = None,
         seed: int = 0,
         max_answer_tokens: Optional[int] = None,
     ) -> None:
@@ -242,7 +243,9 @@ class SpeechDataset(Dataset):
         self.prompts = prompts
         self.task_mix = task_mix if task_mix is not None else TaskMix()
         self.downsample = downsample
-        self.augment = augment
+        if isinstance(augment, AugmentConfig):
+            augment = Augmenter(augment, seed=seed) if augment.enabled else None
+        self.augment: Optional[Augmenter] = augment
         self.seed = seed
         self.max_answer_tokens = max_answer_tokens
         self.epoch = 0

@@ -3,6 +3,11 @@
 - :func:`read_member` — random access to ``shard.tar#member`` for the map-style dataset, with a per-process
   cache of open tar files and their member index (safe across DataLoader worker forks).
 - :func:`index_shard` — the utterances of one tar (valid groups only: a text and an audio member).
+- :func:`iter_shard_list` — a streaming reader of a shard list (``data.list``: one tar path per line) that
+  splits the work by *utterance count*, so every rank and worker gets the same number of utterances (the
+  original splits at tar granularity, so ranks starve or stall, 15.9).
+- :class:`ShardWriter` — packs utterances into shards of N utterances, writes the ``data.list`` index and a
+  manifest whose ``audio`` fields point at ``shard.tar#key.ext``, with durations measured once.
 
 Only local, uncompressed tar files are read; nothing goes through a shell or ``curl`` (15.41).
 """
@@ -10,17 +15,43 @@ Only local, uncompressed tar files are read; nothing goes through a shell or ``c
 from __future__ import annotations
 
 import collections
+import io
+import logging
 import os
 import tarfile
-from dataclasses import dataclass
-from typing import Optional, Union
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO, Iterator, Optional, Union
 
-__all__ = ["AUDIO_EXTENSIONS", "ShardEntry", "ShardError", "read_member", "index_shard", "group_key"]
+import numpy as np
+import soundfile as sf
+
+from mooer.audio import audio_info
+from mooer.errors import AudioError
+from mooer.features import SAMPLE_RATE
+from mooer.data.manifest import Utterance, split_audio_ref, write_manifest
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "ShardEntry",
+    "ShardError",
+    "ShardItem",
+    "ShardWriter",
+    "group_key",
+    "index_shard",
+    "iter_shard_list",
+    "open_member",
+    "read_member",
+    "read_shard_list",
+]
 
 AUDIO_EXTENSIONS = ("flac", "mp3", "m4a", "ogg", "opus", "wav", "wma")
 """Audio member extensions the official shard tools accept."""
 
 _MAX_OPEN = 32  # open tar files kept per process
+
+logger = logging.getLogger("mooer.data")
 
 
 class ShardError(OSError):
@@ -53,13 +84,20 @@ class _OpenTar:
             raise ShardError(f"{path}: cannot read tar shard: {exc}") from exc
         self.path = path
 
-    def read(self, member: str) -> bytes:
+    def open(self, member: str) -> BinaryIO:
         info = self.members.get(member)
         if info is None:
             raise ShardError(f"{self.path}: no member {member!r}")
         try:
             handle = self.tar.extractfile(info)
-            assert handle is not None
+        except (OSError, tarfile.TarError) as exc:
+            raise ShardError(f"{self.path}#{member}: cannot read member: {exc}") from exc
+        assert handle is not None  # regular files only
+        return handle
+
+    def read(self, member: str) -> bytes:
+        handle = self.open(member)
+        try:
             return handle.read()
         except (OSError, tarfile.TarError) as exc:
             raise ShardError(f"{self.path}#{member}: cannot read member: {exc}") from exc
@@ -75,6 +113,7 @@ _owner_pid: Optional[int] = None
 def _get(path: str) -> _OpenTar:
     """The cached open tar for ``path`` (the cache is per process: a forked worker starts a fresh one)."""
     global _owner_pid
+    path = os.path.abspath(path)
     if _owner_pid != os.getpid():  # forked: never share file offsets with the parent
         _open_tars.clear()
         _owner_pid = os.getpid()
@@ -89,9 +128,22 @@ def _get(path: str) -> _OpenTar:
     return entry
 
 
+def _forget(path: str) -> None:
+    """Drop a cached open tar (after it was rewritten)."""
+    entry = _open_tars.pop(os.path.abspath(path), None)
+    if entry is not None:
+        entry.close()
+
+
 def read_member(tar_path: Union[str, os.PathLike], member: str) -> bytes:
     """The bytes of ``member`` in the uncompressed tar ``tar_path`` (raises :class:`ShardError`)."""
     return _get(os.fspath(tar_path)).read(member)
+
+
+def open_member(tar_path: Union[str, os.PathLike], member: str) -> BinaryIO:
+    """A seekable read-only file object over ``member`` (valid until the tar leaves the per-process cache;
+    use it at once, e.g. to read an audio header with :func:`mooer.audio.audio_info`)."""
+    return _get(os.fspath(tar_path)).open(member)
 
 
 def index_shard(tar_path: Union[str, os.PathLike]) -> tuple[list[ShardEntry], int]:
@@ -117,3 +169,221 @@ def index_shard(tar_path: Union[str, os.PathLike]) -> tuple[list[ShardEntry], in
         else:
             invalid += 1
     return entries, invalid
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Streaming reader
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardItem:
+    """One utterance read from a shard."""
+
+    key: str
+    text: str
+    """The ``txt`` member, UTF-8 decoded and stripped (``▁`` left as is)."""
+    audio: bytes
+    """The encoded audio member (decode with :func:`mooer.audio.load_audio`)."""
+    ext: str
+    source: str
+    """``shard.tar#member`` of the audio."""
+
+
+def read_shard_list(list_file: Union[str, os.PathLike]) -> list[str]:
+    """The tar paths of a shard list (blank lines ignored; ``file:`` prefixes removed).
+
+    A relative path is taken as given when it exists from the current directory (the original's
+    convention), else relative to the list file's directory. Remote URLs are refused with
+    :class:`ShardError`: nothing is fetched through a shell (15.41).
+    """
+    list_file = Path(list_file)
+    base = list_file.resolve().parent
+    paths = []
+    with open(list_file, encoding="utf-8") as f:
+        for line in f:
+            entry = line.strip()
+            if not entry:
+                continue
+            if entry.startswith("file://"):
+                entry = entry[len("file://") :]
+            elif entry.startswith("file:"):
+                entry = entry[len("file:") :]
+            elif "://" in entry:
+                raise ShardError(f"{list_file}: {entry}: only local tar files are supported (download it first)")
+            if not os.path.isabs(entry) and not os.path.exists(entry):
+                entry = str(base / entry)
+            paths.append(entry)
+    return paths
+
+
+def _worker_split(worker_id: Optional[int], num_workers: Optional[int]) -> tuple[int, int]:
+    if worker_id is not None and num_workers is not None:
+        return worker_id, num_workers
+    import torch.utils.data
+
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def iter_shard_list(
+    list_file: Union[str, os.PathLike],
+    rank: int = 0,
+    world_size: int = 1,
+    worker_id: Optional[int] = None,
+    num_workers: Optional[int] = None,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+) -> Iterator[ShardItem]:
+    """Stream the utterances of a shard list, this rank's and worker's share only.
+
+    The shards are indexed (headers only), optionally put in a seeded ``(seed, epoch)`` order, and their
+    ``N`` valid utterances numbered globally. With ``P = world_size · num_workers`` parts, part
+    ``rank · num_workers + worker_id`` gets the ``ceil(N / P)`` consecutive utterances starting at
+    ``part · ceil(N / P)``, wrapping around to the start when the end is reached: every part gets exactly the
+    same number of utterances (a few are read twice when ``P`` does not divide ``N``), and each reads only
+    the one or two shards its range covers. ``worker_id`` / ``num_workers`` default to the current DataLoader
+    worker's. Invalid groups (no text or no audio member) are skipped, the last one of a tar included.
+    """
+    worker_id, num_workers = _worker_split(worker_id, num_workers)
+    if not (0 <= rank < world_size and 0 <= worker_id < num_workers):
+        raise ValueError(f"bad split: rank {rank} of {world_size}, worker {worker_id} of {num_workers}")
+    tars = read_shard_list(list_file)
+    if shuffle:
+        order = np.random.default_rng(np.random.SeedSequence([seed, epoch])).permutation(len(tars))
+        tars = [tars[i] for i in order]
+    entries = [(tar, entry) for tar in tars for entry in index_shard(tar)[0]]
+    total = len(entries)
+    if total == 0:
+        return
+    parts = world_size * num_workers
+    share = -(-total // parts)
+    start = (rank * num_workers + worker_id) * share
+    for position in range(start, start + share):
+        tar, entry = entries[position % total]
+        text = read_member(tar, entry.text_member).decode("utf-8").strip()
+        yield ShardItem(entry.key, text, read_member(tar, entry.audio_member),
+                        group_key(entry.audio_member)[1], f"{tar}#{entry.audio_member}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writer
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ShardWriter:
+    """Pack utterances into tar shards of ``utts_per_shard`` utterances (the official layout).
+
+    Each utterance becomes ``{id}.txt`` (its transcript) followed by ``{id}.{ext}``. Whole files in one of
+    :data:`AUDIO_EXTENSIONS` (plain files or members of other shards) are copied byte for byte; segments
+    (``start``/``end``) and other formats are decoded — resampled to 16 kHz mono — and stored as 16-bit
+    WAV. Durations are measured here, once. Shards are ``{out_dir}/{prefix}_{i:09d}.tar``, each written to
+    a temporary name and renamed when complete. :meth:`close` writes ``data.list`` (one absolute tar path
+    per line, the official list format) and ``manifest.jsonl``, whose ``audio`` fields are
+    ``{prefix}_{i:09d}.tar#{id}.{ext}`` and which keeps translation, task and lang.
+
+    Unusable utterances (unreadable audio, missing file) are skipped and counted in :attr:`skipped`.
+    """
+
+    def __init__(self, out_dir: Union[str, os.PathLike], utts_per_shard: int = 1000, prefix: str = "shards") -> None:
+        if utts_per_shard < 1:
+            raise ValueError(f"utts_per_shard must be at least 1, got {utts_per_shard}")
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.utts_per_shard = utts_per_shard
+        self.prefix = prefix
+        self.shards: list[Path] = []
+        self.utterances: list[Utterance] = []
+        self.skipped: collections.Counter = collections.Counter()
+        self._tar: Optional[tarfile.TarFile] = None
+        self._tmp: Optional[Path] = None
+        self._in_shard = 0
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort()
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out_dir / "manifest.jsonl"
+
+    @property
+    def list_path(self) -> Path:
+        return self.out_dir / "data.list"
+
+    def _encode(self, utt: Utterance) -> tuple[bytes, str, float]:
+        """(audio bytes, extension, duration in seconds) of an utterance, as stored in the shard."""
+        path, member = split_audio_ref(utt.audio)
+        ext = group_key(member if member is not None else os.path.basename(path))[1].lower()
+        if utt.start is None and utt.end is None and ext in AUDIO_EXTENSIONS:
+            if member is not None:
+                data = read_member(path, member)
+            else:
+                with open(path, "rb") as f:
+                    data = f.read()
+            return data, ext, audio_info(data).duration
+        samples = utt.load_audio(SAMPLE_RATE)
+        buffer = io.BytesIO()
+        sf.write(buffer, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        return buffer.getvalue(), "wav", samples.shape[0] / SAMPLE_RATE
+
+    def add(self, utt: Utterance) -> Optional[Utterance]:
+        """Store one utterance; return its new manifest entry, or ``None`` if it was skipped."""
+        try:
+            data, ext, duration = self._encode(utt)
+        except (AudioError, OSError) as exc:
+            self.skipped["unreadable audio"] += 1
+            logger.warning("skipping %s: %s", utt.id, exc)
+            return None
+        if self._tar is None:
+            self._open_shard()
+        assert self._tar is not None
+        now = time.time()
+        for name, payload in ((f"{utt.id}.txt", utt.text.encode("utf-8")), (f"{utt.id}.{ext}", data)):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            info.mtime = now
+            self._tar.addfile(info, io.BytesIO(payload))
+        shard = self.out_dir / f"{self.prefix}_{len(self.shards) - 1:09d}.tar"
+        packed = replace(utt, audio=f"{shard}#{utt.id}.{ext}", start=None, end=None, duration=duration)
+        self.utterances.append(packed)
+        self._in_shard += 1
+        if self._in_shard >= self.utts_per_shard:
+            self._close_shard()
+        return packed
+
+    def _open_shard(self) -> None:
+        final = self.out_dir / f"{self.prefix}_{len(self.shards):09d}.tar"
+        self._tmp = final.with_name(f".{final.name}.tmp")
+        self._tar = tarfile.open(self._tmp, mode="w", format=tarfile.GNU_FORMAT)
+        self.shards.append(final)
+        self._in_shard = 0
+
+    def _close_shard(self) -> None:
+        if self._tar is not None and self._tmp is not None:
+            self._tar.close()
+            os.replace(self._tmp, self.shards[-1])
+            _forget(os.fspath(self.shards[-1]))
+        self._tar, self._tmp = None, None
+
+    def _abort(self) -> None:
+        if self._tar is not None and self._tmp is not None:
+            self._tar.close()
+            self._tmp.unlink(missing_ok=True)
+            self.shards.pop()
+        self._tar, self._tmp = None, None
+
+    def close(self) -> None:
+        """Finish the last shard and write ``data.list`` and ``manifest.jsonl``."""
+        self._close_shard()
+        tmp = self.list_path.with_name(f".{self.list_path.name}.tmp")
+        tmp.write_text("".join(f"{p.resolve()}\n" for p in self.shards), encoding="utf-8")
+        os.replace(tmp, self.list_path)
+        write_manifest(self.manifest_path, self.utterances)
