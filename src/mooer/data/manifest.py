@@ -35,7 +35,7 @@ import soundfile as sf
 from mooer.audio import load_audio
 from mooer.errors import AudioError
 from mooer.features import SAMPLE_RATE
-from mooer.prompting import TASKS
+from mooer.tasks import TASKS
 
 __all__ = ["Utterance", "ManifestRead", "read_manifest", "write_manifest", "split_audio_ref", "TAR_MEMBER_SEP"]
 
