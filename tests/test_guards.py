@@ -154,6 +154,7 @@ def test_stricter_decoding() -> None:
 
 
 def test_stricter_decoding_on_project_options() -> None:
-    decoding = pytest.importorskip("mooer.decoding")
-    strict = stricter_decoding(decoding.DecodingOptions())
+    from mooer.decoding import DecodingOptions
+
+    strict = stricter_decoding(DecodingOptions())
     assert strict.repetition_penalty == 1.2 and strict.no_repeat_ngram_size == 4
