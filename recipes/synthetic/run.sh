@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The synthetic MooER recipe: a small demo model that transcribes Mandarin and English speech and
+# translates Mandarin speech to English, trained on TTS renderings of recipes/synthetic/sentences.tsv.
+#
+#   stage 0  system + Python dependencies (espeak-ng, flite, sox; pypinyin)
+#   stage 1  corpus: split by sentence, synthesise 16 kHz WAVs, write manifests   (make_corpus.py)
+#   stage 2  tokenizer: Qwen2-style byte-level BPE on the training split           (make_tokenizer.py)
+#   stage 3  train                   [PLACEHOLDER: `mooer train`, needs conf/demo.yaml]
+#   stage 4  decode + score dev/test [PLACEHOLDER until a trained model exists]
+#   stage 5  export into src/mooer/assets/default-model [PLACEHOLDER]
+#
+# Usage (from the repository root or from anywhere):
+#   recipes/synthetic/run.sh                          # everything
+#   recipes/synthetic/run.sh --stage 1 --stop-stage 2 # corpus + tokenizer only
+#   recipes/synthetic/run.sh --stage 1 --stop-stage 1 --limit 100 --jobs 4
+#
+# Options (each --name value overrides the variable of the same name below):
+#   --stage N --stop-stage M   run stages N..M (default 0..5)
+#   --data DIR                 corpus directory (default recipes/synthetic/data)
+#   --exp DIR                  experiment directory (default recipes/synthetic/exp/demo)
+#   --jobs N                   synthesis processes (default 2)
+#   --limit N                  only the first N sentence pairs (default: all)
+#   --vocab-size N             tokenizer size incl. 3 special tokens (default 3000)
+#   --config FILE              training config (default recipes/synthetic/conf/demo.yaml)
+set -euo pipefail
+
+recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$recipe_dir/../.." && pwd)
+
+stage=0
+stop_stage=5
+data=$recipe_dir/data
+exp=$recipe_dir/exp/demo
+jobs=2
+limit=
+vocab_size=3000
+config=$recipe_dir/conf/demo.yaml
+python=${PYTHON:-python}
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
+    --data) data=$2; shift 2 ;;
+    --exp) exp=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
+    --limit) limit=$2; shift 2 ;;
+    --vocab-size|--vocab_size) vocab_size=$2; shift 2 ;;
+    --config) config=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "$(date '+%F %T') [stage $1] ${*:2}"; }
+timed() { local t0=$SECONDS; "$@"; echo "  ... $((SECONDS - t0)) s"; }
+run_stage() { [[ $stage -le $1 && $stop_stage -ge $1 ]]; }
+
+cd "$root"
+
+if run_stage 0; then
+  log 0 "dependencies"
+  missing=()
+  for tool in espeak-ng flite sox; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    sudo_=; [[ $(id -u) -ne 0 ]] && sudo_=sudo
+    $sudo_ apt-get update && $sudo_ apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
+  $python -c "import pypinyin" 2>/dev/null || $python -m pip install "pypinyin>=0.50"
+  espeak-ng --voices=cmn | grep -qi cmn-latn-pinyin || { echo "espeak-ng lacks the cmn-latn-pinyin voice" >&2; exit 1; }
+fi
+
+if run_stage 1; then
+  log 1 "corpus -> $data"
+  timed nice -n 10 $python "$recipe_dir/make_corpus.py" --out "$data" --jobs "$jobs" ${limit:+--limit "$limit"}
+fi
+
+if run_stage 2; then
+  log 2 "tokenizer -> $data/tokenizer"
+  timed $python "$recipe_dir/make_tokenizer.py" --manifest "$data/train.jsonl" --out "$data/tokenizer" \
+    --vocab-size "$vocab_size" --verify
+fi
+
+if run_stage 3; then
+  # PLACEHOLDER: conf/demo.yaml (model size, schedule) is not written yet. The corpus, tokenizer and
+  # output locations are passed as overrides so they follow --data/--exp; the export lands in $exp/model.
+  log 3 "train -> $exp"
+  [[ -f $config ]] || { echo "run.sh: training config $config does not exist yet" >&2; exit 1; }
+  timed mooer train --config "$config" train.exp_dir="$exp" data.train="$data/train.jsonl" \
+    data.dev="$data/dev.jsonl" model.tokenizer_path="$data/tokenizer" export.dir="$exp/model"
+fi
+
+if run_stage 4; then
+  # PLACEHOLDER until stage 3 produces $exp/model. zh: CER (asr) and BLEU (ast); en: WER (asr).
+  for split in dev test; do
+    for lang in zh en; do
+      dir=$exp/decode/${split}_$lang
+      mkdir -p "$dir"
+      log 4 "asr $split $lang"
+      mooer transcribe --model "$exp/model" --scp "$data/${split}_$lang/wav.scp" --task asr \
+        --format tsv --output "$dir/asr.tsv"
+      if [[ $lang == zh ]]; then
+        mooer eval --ref "$data/${split}_zh/text" --hyp "$dir/asr.tsv" --metric cer --json "$dir/cer.json"
+        log 4 "ast $split zh"
+        mooer transcribe --model "$exp/model" --scp "$data/${split}_zh/wav.scp" --task ast \
+          --format tsv --output "$dir/ast.tsv"
+        mooer eval --ref "$data/${split}_zh/text.en" --hyp "$dir/ast.tsv" --task ast --json "$dir/bleu.json"
+      else
+        mooer eval --ref "$data/${split}_en/text" --hyp "$dir/asr.tsv" --metric wer --normalize \
+          --json "$dir/wer.json"
+      fi
+    done
+  done
+fi
+
+if run_stage 5; then
+  # PLACEHOLDER: export the trained model as the package's bundled default model.
+  log 5 "export -> src/mooer/assets/default-model"
+  rm -rf src/mooer/assets/default-model.new
+  mooer convert "$exp/model" src/mooer/assets/default-model.new
+  rm -rf src/mooer/assets/default-model
+  mv src/mooer/assets/default-model.new src/mooer/assets/default-model
+fi
