@@ -199,3 +199,166 @@ def test_export_roundtrip_through_mooer_transcribe(overfit, capsys):
     for name, tensor in b.model.adapter.state_dict().items():
         torch.testing.assert_close(loaded.model.adapter.state_dict()[name], tensor, rtol=0, atol=0)
     assert torch.equal(loaded.cmvn.shift, b.cmvn.shift) and torch.equal(loaded.cmvn.scale, b.cmvn.scale)
+
+
+# -------------------------------------------------------------------------------------- exact resume
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mooer.cli", "train", "--config", str(TINY), *args]
+
+
+def test_kill_and_resume_repeats_the_losses_exactly(tmp_path):
+    """SIGKILL a run after a mid-epoch checkpoint, resume it: the loss sequence equals an uninterrupted run.
+
+    LoRA dropout (RNG), shuffled batches (sampler position) and gradient accumulation across epoch
+    boundaries are all in play."""
+    manifest = write_manifest(tmp_path / "train.jsonl")
+    common = [f"data.train={manifest}", "model.lora.enabled=true", "model.lora.r=4", "model.lora.dropout=0.1",
+              "model.freeze_llm=true", "data.batch_size=1", "optim.grad_accum=2", "train.epochs=30",
+              "optim.total_steps=45", "train.save_every=5", "export.at_end=false", "validation.decode_utterances=0",
+              "train.tensorboard=false"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    ref = tmp_path / "ref"
+    subprocess.run(_cli(*common, f"train.exp_dir={ref}"), check=True, env=env, capture_output=True, timeout=600)
+    expected = read_metrics(ref)
+    assert len(expected) == 45
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cli(*common, f"train.exp_dir={run}"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    target = run / "checkpoints" / "step-00000010" / "state.pt"
+    deadline = time.time() + 300
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = max(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
+    assert 10 <= killed_at < 45
+
+    # a fresh start into the same exp_dir is refused; --resume continues from the latest checkpoint
+    fresh = subprocess.run(_cli(*common, f"train.exp_dir={run}"), env=env, capture_output=True, text=True)
+    assert fresh.returncode != 0 and "--resume" in fresh.stderr
+    subprocess.run(_cli(*common, f"train.exp_dir={run}", "--resume"), check=True, env=env, capture_output=True,
+                   timeout=600)
+    got = read_metrics(run)
+    assert sorted(got) == sorted(expected)
+    for step in expected:
+        assert got[step]["loss"] == pytest.approx(expected[step]["loss"], abs=1e-6, rel=0), step
+        assert got[step]["lr"] == pytest.approx(expected[step]["lr"], abs=1e-12, rel=1e-9), step
+
+
+# ----------------------------------------------------------------------------------- continued LoRA
+
+
+def test_continued_lora_stays_trainable_and_exports(tmp_path):
+    """Continuing a release's LoRA trains it *as LoRA* on the unmerged LLM (the original merged it, 15.5)."""
+    from peft.utils import load_peft_weights
+
+    from mooer.checkpoint import load_checkpoint
+    from mooer.training import load_config, train
+
+    manifest = write_manifest(tmp_path / "train.jsonl")
+    lora_dir = OFFICIAL_TINY / "asr_ast_mtl" / "lora_weights"
+    cfg = load_config(None, [
+        f"model.init_from={OFFICIAL_TINY}", "model.variant=asr_ast_mtl", f"model.lora.init_from={lora_dir}",
+        f"data.train={manifest}", "data.sampler=fixed", "data.batch_size=3", "train.epochs=4", "optim.lr=1e-3",
+        "optim.schedule=constant", "train.save_every=0", "train.progress=false", "train.tensorboard=false",
+        "train.num_threads=1", f"train.exp_dir={tmp_path / 'exp'}", "export.formats=[official]",
+        "export.variant=asr_ast_mtl"])
+    threads = torch.get_num_threads()
+    try:
+        result = train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    model = result.built.model
+    lora = {n: p for n, p in model.llm.named_parameters() if "lora_" in n}
+    assert lora and all(p.requires_grad for p in lora.values())
+    assert not any(p.requires_grad for n, p in model.llm.named_parameters() if "lora_" not in n)
+    assert all(p.requires_grad for p in model.adapter.parameters())
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    losses = [result.losses[s] for s in sorted(result.losses)]
+    assert len(set(losses)) == len(losses) and losses[-1] < losses[0]
+
+    # the LoRA moved away from the release's, and the export holds it as a LoRA again
+    start = load_peft_weights(str(lora_dir), device="cpu")
+    exported_dir = Path(result.export["official"]) / "asr_ast_mtl" / "lora_weights"
+    exported = load_peft_weights(str(exported_dir), device="cpu")
+    assert set(exported) == set(start)
+    assert any(not torch.equal(exported[k], start[k]) for k in start)
+    assert json.loads((exported_dir / "adapter_config.json").read_text())["r"] == 8
+    # the exported LLM is the release's base LLM, unmerged
+    from safetensors.torch import load_file
+
+    released = load_file(str(OFFICIAL_TINY / "Qwen2-tiny" / "model.safetensors"))
+    written = load_file(str(Path(result.export["official"]) / "llm" / "model.safetensors"))
+    assert set(written) == set(released) and all(torch.equal(written[k], released[k]) for k in released)
+    base = load_checkpoint(OFFICIAL_TINY, variant="asr_ast_mtl", device="cpu", dtype="float32")
+    again = load_checkpoint(result.export["official"], variant="asr_ast_mtl", device="cpu", dtype="float32")
+    assert again.info["lora"]["r"] == 8
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(again.model.llm.state_dict()[q], base.model.llm.state_dict()[q])  # new LoRA merged
+
+
+# ------------------------------------------------------------------------------- DDP and DeepSpeed
+
+
+def _torchrun(tmp_path: Path, port: int, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "mooer.cli", "train", "--config", str(TINY), *args]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def _distributed_common(manifest: Path) -> list[str]:
+    return [f"data.train={manifest}", "data.batch_size=1", "train.epochs=3", "optim.total_steps=8",
+            "train.save_every=2", "train.tensorboard=false"]
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    manifest = write_manifest(tmp_path / "train.jsonl")
+    exp = tmp_path / "ddp"
+    _torchrun(tmp_path, 29611, *_distributed_common(manifest), f"data.dev={manifest}", "engine.type=ddp",
+              f"train.exp_dir={exp}", "validation.decode_utterances=2", "validation.max_new_tokens=5")
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["step"] == 6  # 3 clips padded to 4 → 2 batches per rank
+    assert summary["utterances"] == 12
+    a, b = summary["rank_checksums"]
+    assert a == b  # DDP keeps the replicas identical
+    losses = read_metrics(exp)
+    assert sorted(losses) == list(range(1, 7)) and all(math.isfinite(r["loss"]) for r in losses.values())
+    assert math.isfinite(summary["validation"]["loss"])
+    assert (exp / "export" / "mooer" / "model.safetensors").is_file()
+
+
+def test_deepspeed_zero2_two_cpu_processes_resume_and_export(tmp_path):
+    from mooer.checkpoint import load_checkpoint
+
+    manifest = write_manifest(tmp_path / "train.jsonl")
+    exp = tmp_path / "ds"
+    ds = ["engine.type=deepspeed", f"engine.deepspeed_config={CONFIGS / 'deepspeed_zero2.json'}",
+          f"train.exp_dir={exp}"]
+    _torchrun(tmp_path, 29612, *_distributed_common(manifest), *ds)
+    first = read_metrics(exp)
+    assert sorted(first) == list(range(1, 7)) and all(math.isfinite(r["loss"]) for r in first.values())
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["rank_checksums"][0] == summary["rank_checksums"][1]
+    assert (exp / "checkpoints" / "step-00000006" / "deepspeed").is_dir()
+
+    # resume the DeepSpeed checkpoint for one more epoch: the LR schedule continues where it stopped
+    _torchrun(tmp_path, 29613, *_distributed_common(manifest), *ds, "train.epochs=4", "--resume")
+    more = read_metrics(exp)
+    assert sorted(more) == list(range(1, 9))
+    assert [more[s]["loss"] for s in range(1, 7)] == [first[s]["loss"] for s in range(1, 7)]
+    assert more[7]["lr"] == pytest.approx(3e-3 * 8 / 10)  # cosine warm-up 10 steps: factor (7 + 1) / 10
+
+    # --export-only consolidates the ZeRO checkpoint on one process and gives the same model
+    out = tmp_path / "export-only"
+    cmd = _cli(*_distributed_common(manifest), *ds, "--export-only", "--out", str(out))
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600, env={**os.environ, "DS_ACCELERATOR": "cpu"})
+    a = load_checkpoint(out / "mooer", device="cpu", dtype="float32").model.state_dict()
+    b = load_checkpoint(exp / "export" / "mooer", device="cpu", dtype="float32").model.state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -98,7 +98,7 @@ def collect_parts(built, dtype: torch.dtype) -> dict:
     }
     llm = model.llm
     if isinstance(llm, PeftModel):
-        parts["lora"] = _cpu(get_peft_model_state_dict(llm), torch.float32)
+        parts["lora"] = _cpu(get_peft_model_state_dict(llm, save_embedding_layers=False), torch.float32)
         parts["lora_config"] = llm.peft_config["default"]
         base = llm.get_base_model()
         clean = OrderedDict()

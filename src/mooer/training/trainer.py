@@ -432,7 +432,7 @@ def train(cfg: Config) -> TrainResult:
 
         bar = tqdm(total=planned_steps, initial=min(state.step, planned_steps), unit="step", dynamic_ncols=True,
                    desc="train")
-    group_loss = group_tokens = 0.0
+    group_loss = group_tokens = group_secs = 0.0  # sums over the current accumulation group (this rank)
     group_utts = 0
     group_pad: list[float] = []
     t_window, utts_window, secs_window = time.time(), 0, 0.0
@@ -466,10 +466,9 @@ def train(cfg: Config) -> TrainResult:
                     n_tok, n_utt = batch.num_answer_tokens, len(batch)
                     group_pad.append(batch.padding_fraction)
                     secs_window += batch.audio_seconds
-                    state.audio_seconds += batch.audio_seconds
+                    group_secs += batch.audio_seconds
             grad_norm = engine.step(boundary)
             state.micro_step += 1
-            state.utterances += n_utt
             utts_window += n_utt
             group_loss += float(loss.detach()) * n_tok
             group_tokens += n_tok
@@ -479,7 +478,10 @@ def train(cfg: Config) -> TrainResult:
 
             # ---- an optimizer step was taken
             state.step += 1
-            g_loss, g_tok, g_utt = engine.all_reduce_sum([group_loss, group_tokens, float(group_utts)])
+            g_loss, g_tok, g_utt, g_secs = engine.all_reduce_sum(
+                [group_loss, group_tokens, float(group_utts), group_secs])
+            state.utterances += int(g_utt)
+            state.audio_seconds += g_secs
             step_loss = g_loss / max(g_tok, 1.0)
             lr = engine.lr
             result.losses[state.step] = step_loss
@@ -508,7 +510,7 @@ def train(cfg: Config) -> TrainResult:
                          state.step, step_loss, lr, utt_s, secs_window * env.world_size / max(now - t_window, 1e-9),
                          pad, "" if grad_norm is None else f" grad_norm {grad_norm:.3f}")
                 t_window, utts_window, secs_window = now, 0, 0.0
-            group_loss = group_tokens = 0.0
+            group_loss = group_tokens = group_secs = 0.0
             group_utts = 0
             group_pad = []
 
