@@ -362,3 +362,48 @@ def test_deepspeed_zero2_two_cpu_processes_resume_and_export(tmp_path):
     a = load_checkpoint(out / "mooer", device="cpu", dtype="float32").model.state_dict()
     b = load_checkpoint(exp / "export" / "mooer", device="cpu", dtype="float32").model.state_dict()
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------------ CMVN, bad data
+
+
+def test_cmvn_computed_from_data_and_written_in_kaldi_format(tmp_path):
+    from mooer.data.manifest import read_manifest
+    from mooer.features import Cmvn, apply_lfr, kaldi_fbank
+    from mooer.training.export import write_cmvn
+    from mooer.training.trainer import compute_cmvn
+
+    utts = read_manifest(write_manifest(tmp_path / "train.jsonl")).utterances
+    cmvn = compute_cmvn(utts, num=10, seed=0)
+    feats = torch.cat([apply_lfr(kaldi_fbank(u.load_audio())) for u in utts])
+    normed = cmvn.apply(feats)
+    assert normed.mean(0).abs().max() < 1e-3 and (normed.std(0, unbiased=False) - 1).abs().max() < 1e-3
+    path = write_cmvn(cmvn, tmp_path / "am.mvn")
+    back = Cmvn.from_file(path)
+    assert torch.equal(back.shift, cmvn.shift) and torch.equal(back.scale, cmvn.scale)
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("<Nnet>") and lines[3].startswith("<AddShift> 560 560") and len(lines) == 8
+
+
+def test_bad_audio_is_skipped_and_cmvn_compute_lands_in_the_export(tmp_path):
+    from mooer.checkpoint import load_checkpoint
+    from mooer.features import Cmvn
+    from mooer.training import load_config, train
+
+    manifest = write_manifest(tmp_path / "train.jsonl")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really")
+    with manifest.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"id": "bad", "audio": str(bad), "duration": 2.0, "text": "x"}) + "\n")
+    threads = torch.get_num_threads()
+    cfg = load_config(TINY, [f"data.train={manifest}", "data.batch_size=1", "data.shuffle=false", "train.epochs=2",
+                             "model.cmvn=compute", f"train.exp_dir={tmp_path / 'exp'}", "train.tensorboard=false"])
+    try:
+        result = train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.state.step == 8 and result.state.utterances == 6
+    assert sum(math.isnan(v) for v in result.losses.values()) == 2  # the two steps of the bad file
+    computed = Cmvn.from_file(tmp_path / "exp" / "am.mvn")
+    exported = load_checkpoint(result.export["mooer"], device="cpu", dtype="float32").cmvn
+    assert torch.equal(exported.shift, computed.shift) and torch.equal(exported.scale, computed.scale)

@@ -268,15 +268,22 @@ def validate(engine: Engine, built: BuiltModel, cmvn: Cmvn, dev_loader, dev_data
     """Dev loss (token-weighted), token accuracy (all ranks), then decode metrics on a sample."""
     set_train_mode(built, False)
     loss_sum = tokens = correct = 0.0
+    last = None
     with torch.no_grad():
         for i, batch in enumerate(dev_loader):
             if cfg.validation.max_batches is not None and i >= cfg.validation.max_batches:
                 break
-            if batch is None:
-                continue
+            usable = batch is not None
+            if not usable:  # every utterance was bad: still run a forward (ZeRO-3 forwards are collective)
+                if last is None:
+                    continue
+                batch = last
             batch = batch.to(device)
+            last = batch
             with ctx_factory():
                 out = built.model(batch.features, batch.lengths, batch.tokens)
+            if not usable:
+                continue
             c, n = token_accuracy(out.logits, batch.tokens.labels)
             loss_sum += float(out.loss) * n
             tokens += n
@@ -309,11 +316,6 @@ def _resolve_resume(cfg: Config, exp_dir: Path) -> Path | None:
     if not (path / "state.pt").is_file():
         raise ConfigError(f"train.resume={resume}: not a complete training checkpoint (no state.pt)")
     return path
-
-
-def _zero_loss(params) -> torch.Tensor:
-    """A zero loss connected to every trainable parameter (keeps collectives in step on an empty batch)."""
-    return sum(p.sum() * 0.0 for p in params)
 
 
 def train(cfg: Config) -> TrainResult:
@@ -436,6 +438,7 @@ def train(cfg: Config) -> TrainResult:
     group_utts = 0
     group_pad: list[float] = []
     t_window, utts_window, secs_window = time.time(), 0, 0.0
+    last_batch = None
     done = state.step >= planned_steps
     while not done and state.epoch < cfg.train.epochs:
         epoch = state.epoch
@@ -450,12 +453,19 @@ def train(cfg: Config) -> TrainResult:
             boundary = (state.micro_step + 1) % accum == 0
             with engine.accumulate(boundary):
                 if batch is None:
-                    loss = _zero_loss(engine.params)
-                    n_tok, n_utt = 0, 0
+                    # Every utterance of this batch was bad (the dataset logged why). The step still runs
+                    # a forward/backward with zero weight, so that DDP/DeepSpeed collectives stay in step.
+                    if last_batch is None:
+                        raise ConfigError("the first training batch has no usable utterance; check the "
+                                          "manifest and audio (see the warnings above)")
                     with ctx():
-                        engine.backward(loss)
+                        out = engine.forward(last_batch.features, last_batch.lengths, last_batch.tokens)
+                    loss = out.loss * 0.0
+                    engine.backward(loss)
+                    n_tok, n_utt = 0, 0
                 else:
                     batch = batch.to(device, non_blocking=True)
+                    last_batch = batch
                     with ctx():
                         out = engine.forward(batch.features, batch.lengths, batch.tokens)
                     loss = out.loss
@@ -482,7 +492,7 @@ def train(cfg: Config) -> TrainResult:
                 [group_loss, group_tokens, float(group_utts), group_secs])
             state.utterances += int(g_utt)
             state.audio_seconds += g_secs
-            step_loss = g_loss / max(g_tok, 1.0)
+            step_loss = g_loss / g_tok if g_tok else float("nan")  # nan: no usable utterance in the step
             lr = engine.lr
             result.losses[state.step] = step_loss
             now = time.time()
@@ -494,7 +504,8 @@ def train(cfg: Config) -> TrainResult:
                 record["grad_norm"] = grad_norm
             log_metrics(record)
             if writer is not None:
-                writer.add_scalar("train/loss", step_loss, state.step)
+                if math.isfinite(step_loss):
+                    writer.add_scalar("train/loss", step_loss, state.step)
                 writer.add_scalar("train/lr", lr, state.step)
                 writer.add_scalar("train/padding_fraction", pad, state.step)
                 if grad_norm is not None and math.isfinite(grad_norm):
@@ -570,8 +581,8 @@ def _checkpoint_step(path: Path) -> int:
 
 
 def _checksum(engine: Engine) -> float:
-    """Sum of |trainable weights| (DDP ranks must agree exactly; under ZeRO-3 the local partition)."""
-    with torch.no_grad():
+    """Sum of |trainable weights| (replicas must agree; ZeRO-3 partitions are gathered first)."""
+    with torch.no_grad(), engine.gathered():
         return float(sum(p.detach().double().abs().sum() for p in engine.params))
 
 
