@@ -1,0 +1,98 @@
+"""``mooer serve``: run the OpenAI-compatible speech API and the web page (see :mod:`mooer.serving.app`)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from mooer.cli.common import add_model_arguments, load_model
+
+EXAMPLES = """
+examples:
+  mooer serve                                        # bundled demo model on http://127.0.0.1:8000
+  mooer serve --model pretrained_models --port 9000 --api-key secret
+  MOOER_API_KEY=secret mooer serve --host 0.0.0.0    # listen on every interface (use a key)
+
+then:
+  open http://127.0.0.1:8000/ for the web page (microphone or file upload)
+  curl -F file=@a.wav http://127.0.0.1:8000/v1/audio/transcriptions
+  curl -F file=@a.wav -F task=asr_ast http://127.0.0.1:8000/v1/mooer/transcribe
+  python: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret")
+          .audio.transcriptions.create(model="mooer", file=open("a.wav", "rb"))
+
+Browsers only allow the microphone on https:// or http://localhost pages; elsewhere, put the server
+behind a TLS proxy (or upload files instead).
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    help_ = "OpenAI-compatible speech API with micro-batching, token streaming and a web page"
+    p = sub.add_parser("serve", help=help_, description=help_, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p)
+    from mooer.serving.settings import ServeSettings
+
+    d = ServeSettings()
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    g.add_argument("--api-key", metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' on /v1/ (default: $MOOER_API_KEY, else none)")
+    g.add_argument("--model-name", default=d.model_name, help=f"id listed by /v1/models (default: {d.model_name})")
+    g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb,
+                     help=f"largest upload, MB; bigger gets 413 (default: {d.max_upload_mb:g})")
+    lim.add_argument("--max-audio-seconds", type=float, default=d.max_audio_seconds,
+                     help=f"longest audio; longer gets 400 (default: {d.max_audio_seconds:g}; "
+                          f"MooER degrades past ~30 s)")
+    lim.add_argument("--timeout", type=float, default=d.timeout_s,
+                     help=f"seconds before a request gets 504 (default: {d.timeout_s:g})")
+    b = p.add_argument_group("batching")
+    b.add_argument("--batch-window-ms", type=float, default=d.batch_window_ms,
+                   help=f"wait this long for concurrent requests to batch together (default: {d.batch_window_ms:g})")
+    b.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
+                   help=f"most requests per model call (default: {d.max_batch_size})")
+    b.add_argument("--max-queue", type=int, default=d.max_queue,
+                   help=f"most waiting requests; more get 503 (default: {d.max_queue})")
+    b.add_argument("--preset", choices=["official", "greedy"], default=d.default_preset,
+                   help="decoding of the OpenAI endpoints when not streaming (default: official)")
+    p.set_defaults(func=run)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from mooer.serving.app import create_app
+    except ImportError as e:
+        print(f"mooer: error: the server needs the 'serve' extra ({e.name} is missing): "
+              f"pip install 'mooer[serve]'", file=sys.stderr)
+        return 2
+    from mooer.serving.settings import ServeSettings
+
+    settings = ServeSettings.with_env_key(
+        model_name=args.model_name, api_key=args.api_key, max_upload_mb=args.max_upload_mb,
+        max_audio_seconds=args.max_audio_seconds, batch_window_ms=args.batch_window_ms,
+        max_batch_size=args.max_batch_size, max_queue=args.max_queue, timeout_s=args.timeout,
+        default_preset=args.preset)
+    if settings.api_key is None and not _is_loopback(args.host):
+        print(f"mooer: warning: listening on {args.host} without an API key; anyone who can reach it can use "
+              f"it (set --api-key or $MOOER_API_KEY)", file=sys.stderr)
+    model = load_model(args)
+    app = create_app(model, settings)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"mooer: serving {settings.model_name} ({', '.join(model.tasks)}) on http://{shown}:{args.port}/ "
+          f"(API: /v1/audio/transcriptions, /v1/audio/translations, /v1/mooer/transcribe)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    return 0

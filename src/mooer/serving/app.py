@@ -1,0 +1,554 @@
+"""The HTTP application of ``mooer serve`` (FastAPI).
+
+Endpoints
+---------
+``POST /v1/audio/transcriptions``, ``POST /v1/audio/translations``
+    OpenAI's audio API: multipart ``file`` plus ``model``, ``response_format`` (``json`` | ``text`` |
+    ``verbose_json`` | ``srt`` | ``vtt``), ``prompt``, ``language``, ``temperature``. Transcription is
+    task ``asr``, translation task ``ast`` (Chinese speech → English text). The official ``openai`` client
+    works unchanged. How the OpenAI fields are treated:
+
+    - ``model``: any value is accepted (one model per process; clients often hard-code ``whisper-1``);
+      ``GET /v1/models`` lists the served name.
+    - ``language``: validated, not used. MooER has no language switch; ``zh``/``en`` (``zh-CN``,
+      ``chinese``, ...) or nothing are accepted, anything else gets 400 ``unsupported_language``.
+      ``verbose_json`` echoes it (default ``chinese`` for transcriptions, ``english`` for translations).
+    - ``prompt``: accepted and ignored (MooER's prompts are fixed per task; free text would change the
+      model's behaviour).
+    - ``temperature``: validated (0–1) and ignored: decoding is deterministic (the ``official`` preset, beam
+      search, unless the server was started with another default).
+    - ``timestamp_granularities[]``, ``include[]``, ``chunking_strategy``: accepted and ignored. Segments
+      are whole-file (one segment from 0 to the duration) until long-form segmentation fills them.
+    - ``stream=true`` (transcriptions): server-sent events as OpenAI sends them,
+      ``{"type": "transcript.text.delta", "delta"}`` then ``{"type": "transcript.text.done", "text"}``,
+      decoded with the ``greedy`` preset (the official streaming demo's settings).
+
+``POST /v1/mooer/transcribe``
+    MooER's own endpoint: ``file``, ``task`` (``asr`` | ``ast`` | ``asr_ast``; default ``asr_ast`` when the
+    model has it), ``preset`` (``official`` | ``greedy``), ``stream``. Returns ``{"text", "asr", "ast",
+    "task", "preset", "duration"}``; with ``stream=true``, events ``{"delta"}`` and a final
+    ``{"done": true, "text", "asr", "ast", ...}`` (greedy only, as in the official demo).
+
+``GET /v1/models``, ``GET /health`` (status, tasks, limits, batcher counters), ``GET /`` (the web page).
+
+Errors are JSON in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``: 400 bad input
+(empty, corrupt, not audio, too short, too long, bad field), 401 missing or wrong API key, 413 upload too
+large (rejected while it streams in: nothing beyond the limit is kept), 503 queue full, 504 timeout.
+Uploads are only ever held in memory; no server-side path is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import queue
+import re
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import torch
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mooer.audio import audio_info
+from mooer.decoding import PRESETS, Result
+from mooer.errors import AudioError
+from mooer.prompting import split_multitask
+from mooer.serving.batcher import MicroBatcher, ServerBusy, TokenStreamer
+from mooer.serving.settings import ServeSettings
+from mooer.subtitles import segments_from_result, to_srt, to_vtt
+
+log = logging.getLogger("mooer.serving")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+#: Room for the non-file form fields and multipart framing on top of ``max_upload_mb``.
+FORM_ALLOWANCE = 64 * 1024
+#: Bytes of an over-limit or unauthorised body read (and discarded) so the client sees the error response
+#: instead of a reset connection; beyond this the connection is simply closed after the response.
+DRAIN_LIMIT = 64 * 1024 * 1024
+_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+_LANGUAGES = {"zh": "chinese", "chinese": "chinese", "en": "english", "english": "english"}
+
+__all__ = ["create_app", "ApiError"]
+
+
+# ---------------------------------------------------------------------------------------------- errors
+class ApiError(Exception):
+    """An error answered as ``{"error": {...}}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
+                 type_: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.type = type_ or ("server_error" if status >= 500 else "invalid_request_error")
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+async def _send_error(send: Callable[[dict], Awaitable[None]], error: ApiError) -> None:
+    body = json.dumps(error.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if error.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Callable[[], Awaitable[dict]], more: bool, limit: int = DRAIN_LIMIT) -> None:
+    """Read and discard the rest of a request body (at most ``limit`` bytes)."""
+    seen = 0
+    while more and seen <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        more = message.get("more_body", False)
+
+
+class _Guard:
+    """ASGI middleware for ``/v1/``: bearer-key check and upload size limit, before the body is parsed.
+
+    A body is read chunk by chunk and rejected with 413 as soon as it passes the limit (or at once when
+    ``Content-Length`` announces more); an accepted body is replayed to the application from memory.
+    """
+
+    def __init__(self, app: Any, settings: ServeSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.key = settings.api_key.encode() if settings.api_key else None
+
+    def _authorized(self, scope: dict) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key or b"")
+        return False
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        if self.key is not None and not self._authorized(scope):
+            await _drain(receive, scope["method"] in ("POST", "PUT", "PATCH"))
+            await _send_error(send, ApiError(401, "Incorrect or missing API key. Send 'Authorization: Bearer "
+                                                  "<key>' with the key the server was started with.",
+                                             code="invalid_api_key"))
+            return
+        if scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        limit = self.settings.max_upload_bytes + FORM_ALLOWANCE
+        too_large = ApiError(413, f"Upload too large: the limit is {self.settings.max_upload_mb:g} MB.",
+                             code="upload_too_large", param="file")
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _drain(receive, True)
+            await _send_error(send, too_large)
+            return
+        chunks: list[bytes] = []
+        total, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            more = message.get("more_body", False)
+            if total > limit:
+                chunks.clear()
+                await _drain(receive, more)
+                await _send_error(send, too_large)
+                return
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        chunks.clear()
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as the server would
+
+        await self.app(scope, replay, send)
+
+
+# ------------------------------------------------------------------------------------------ processing
+@dataclass
+class _Upload:
+    name: str
+    features: torch.Tensor
+    duration: float
+
+
+def _clean_reason(reason: str) -> str:
+    """An audio error's reason without decoder internals (object reprs, errno numbers)."""
+    if reason.startswith("not a readable audio file"):
+        return "not a readable audio file (unknown, unsupported or corrupt format)"
+    return _REPR.sub("<upload>", reason)
+
+
+def _sse(payload: dict) -> bytes:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+
+
+def _check_language(language: str | None) -> str | None:
+    """The OpenAI-style language name for a requested code, or None when none was given (400 if unknown)."""
+    if language is None or not language.strip():
+        return None
+    code = language.strip().lower().replace("_", "-")
+    name = _LANGUAGES.get(code) or _LANGUAGES.get(code.split("-")[0])
+    if name is None:
+        raise ApiError(400, f"Unsupported language {language!r}: MooER transcribes Chinese and English "
+                            f"speech ('zh', 'en').", code="unsupported_language", param="language")
+    return name
+
+
+def _check_temperature(temperature: float | None) -> None:
+    if temperature is not None and not 0.0 <= temperature <= 1.0:
+        raise ApiError(400, "temperature must be between 0 and 1 (decoding is deterministic; it is ignored).",
+                       code="invalid_value", param="temperature")
+
+
+def _check_format(response_format: str | None) -> str:
+    fmt = (response_format or "json").strip().lower()
+    if fmt not in RESPONSE_FORMATS:
+        raise ApiError(400, f"Unsupported response_format {response_format!r}; use one of "
+                            f"{', '.join(RESPONSE_FORMATS)}.", code="invalid_value", param="response_format")
+    return fmt
+
+
+def _openai_segments(result: Result) -> list[dict[str, Any]]:
+    """``verbose_json`` segments: the result's timed segments (whole file when it has none)."""
+    import zlib
+
+    out = []
+    for i, seg in enumerate(segments_from_result(result)):
+        text = str(seg["text"])
+        raw = text.encode("utf-8")
+        ratio = len(raw) / len(zlib.compress(raw)) if raw else 0.0
+        out.append({"id": i, "seek": 0, "start": round(seg["start"], 3), "end": round(seg["end"], 3),
+                    "text": text, "tokens": list(result.token_ids) if not result.segments else [],
+                    "temperature": 0.0, "compression_ratio": round(ratio, 4)})
+    return out
+
+
+class _Service:
+    """The request-side pipeline shared by every endpoint: read, featurise, queue, wait, format."""
+
+    def __init__(self, model: Any, settings: ServeSettings, batcher: MicroBatcher) -> None:
+        self.model = model
+        self.settings = settings
+        self.batcher = batcher
+
+    # ----------------------------------------------------------------------------------------- input
+    def check_task(self, task: str) -> str:
+        if task not in self.model.tasks:
+            raise ApiError(400, f"This model does not do task {task!r}; it knows {', '.join(self.model.tasks)}.",
+                           code="unsupported_task", param="task")
+        return task
+
+    async def read(self, upload: UploadFile | None) -> tuple[str, bytes]:
+        if upload is None or not hasattr(upload, "read"):
+            raise ApiError(400, "No audio: send the recording as the multipart file field 'file'.",
+                           code="missing_file", param="file")
+        name = Path(upload.filename or "upload").name or "upload"
+        data = await upload.read(self.settings.max_upload_bytes + 1)
+        if len(data) > self.settings.max_upload_bytes:
+            raise ApiError(413, f"Upload too large: the limit is {self.settings.max_upload_mb:g} MB.",
+                           code="upload_too_large", param="file")
+        if not data:
+            raise ApiError(400, f"{name}: the file is empty.", code="empty_file", param="file")
+        return name, data
+
+    def _featurize(self, name: str, data: bytes) -> _Upload:
+        limit = self.settings.max_audio_seconds
+        too_long = "{name}: the audio is {seconds:.1f} s long; this server accepts at most {limit:g} s."
+        try:
+            info = audio_info(data)  # header only for most formats: reject long audio before decoding it
+            if info.duration > limit + 1e-3:
+                raise ApiError(400, too_long.format(name=name, seconds=info.duration, limit=limit),
+                               code="audio_too_long", param="file")
+            features, seconds = self.model.featurize(data, name)
+        except AudioError as e:
+            raise ApiError(400, f"{name}: {_clean_reason(e.reason)}", code="invalid_audio", param="file") from None
+        except ApiError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a decoder choking on hostile input is still bad input
+            log.warning("could not decode upload %s: %r", name, e)
+            raise ApiError(400, f"{name}: not a readable audio file.", code="invalid_audio", param="file") from None
+        if seconds > limit + 1e-3:
+            raise ApiError(400, too_long.format(name=name, seconds=seconds, limit=limit),
+                           code="audio_too_long", param="file")
+        return _Upload(name, features, seconds)
+
+    async def featurize(self, upload: UploadFile | None) -> _Upload:
+        name, data = await self.read(upload)
+        return await run_in_threadpool(self._featurize, name, data)
+
+    # ---------------------------------------------------------------------------------------- decode
+    def submit(self, item: _Upload, task: str, preset: str, streamer: Any = None):
+        try:
+            return self.batcher.submit(item.features, task, PRESETS[preset], streamer=streamer)
+        except ServerBusy as e:
+            raise ApiError(503, f"Server busy: {e}", code="server_busy") from None
+
+    def result(self, item: _Upload, task: str, ids: list[int]) -> Result:
+        text = self.model.text_of(ids)
+        res = Result(key=Path(item.name).stem, audio=item.name, task=task, text=text,
+                     duration=round(item.duration, 3), token_ids=list(ids))
+        if task == "asr_ast":
+            res.asr, res.ast = split_multitask(text)
+        return res
+
+    async def run(self, upload: UploadFile | None, task: str, preset: str) -> Result:
+        """Featurise, decode in a batch, and build the result, all within the request timeout."""
+        async def work() -> Result:
+            item = await self.featurize(upload)
+            ids = await asyncio.wrap_future(self.submit(item, task, preset))  # cancelled with this task
+            return self.result(item, task, ids)
+
+        return await self.within_timeout(work())
+
+    async def within_timeout(self, coro: Awaitable[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(coro, timeout=self.settings.timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"The request took longer than {self.settings.timeout_s:g} s.",
+                           code="timeout") from None
+
+    def stream(self, item: _Upload, task: str,
+               events: Callable[[Result | None, str | None, dict | None], dict]) -> StreamingResponse:
+        """Token streaming (greedy) as server-sent events; ``events`` shapes each payload.
+
+        ``events(None, delta, None)`` is a text piece, ``events(result, None, None)`` the final event and
+        ``events(None, None, error)`` a failure after the response started.
+        """
+        streamer = TokenStreamer(self.model.tokenizer, timeout=self.settings.timeout_s)
+        future = self.submit(item, task, "greedy", streamer)
+
+        async def generate() -> AsyncIterator[bytes]:
+            try:
+                async for delta in iterate_in_threadpool(streamer):
+                    if delta:
+                        yield _sse(events(None, delta, None))
+                ids = await asyncio.wait_for(asyncio.wrap_future(future), timeout=self.settings.timeout_s)
+                yield _sse(events(self.result(item, task, ids), None, None))
+            except queue.Empty:
+                yield _sse(events(None, None, ApiError(504, "No token within the request timeout.",
+                                                       code="timeout").body()["error"]))
+            except asyncio.TimeoutError:
+                yield _sse(events(None, None, ApiError(504, "Generation did not finish in time.",
+                                                       code="timeout").body()["error"]))
+            except Exception as e:  # noqa: BLE001 - the status line is gone: report in-band
+                if future.cancelled() or streamer.cancelled.is_set():
+                    return
+                log.exception("streamed decoding failed")
+                yield _sse(events(None, None, ApiError(500, f"Decoding failed: {type(e).__name__}",
+                                                       code="decoding_failed").body()["error"]))
+            finally:
+                future.cancel()
+                streamer.close()
+
+        return StreamingResponse(generate(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+# ------------------------------------------------------------------------------------------------- app
+def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI application serving ``model`` (a :class:`mooer.api.MooER`).
+
+    One worker thread owns the model (:class:`~mooer.serving.batcher.MicroBatcher`, started with the app
+    and stopped at shutdown); ``app.state`` holds ``model``, ``settings`` and ``batcher``.
+    """
+    settings = settings or ServeSettings()
+    batcher = MicroBatcher(model, window_ms=settings.batch_window_ms, max_batch_size=settings.max_batch_size,
+                           max_queue=settings.max_queue)
+    service = _Service(model, settings, batcher)
+    default_task = "asr_ast" if "asr_ast" in model.tasks else model.default_task
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(batcher.stop)
+
+    app = FastAPI(title="mooer serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="MooER speech recognition and Chinese→English speech translation: an "
+                              "OpenAI-compatible audio API.")
+    app.state.model = model
+    app.state.settings = settings
+    app.state.batcher = batcher
+    app.state.started = time.time()
+    app.add_middleware(_Guard, settings=settings)
+
+    # -------------------------------------------------------------------------------- error handlers
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", []) if p not in ("body", "query")]
+        param = ".".join(loc) or None
+        message = f"{param}: {first.get('msg', 'invalid value')}" if param else str(first.get("msg", exc))
+        return ApiError(400, message, code="invalid_value", param=param).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return ApiError(exc.status_code, str(exc.detail), code=None).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return ApiError(500, f"Internal error: {type(exc).__name__}", code="internal_error").response()
+
+    # ---------------------------------------------------------------------------------------- routes
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/health")
+    async def health() -> dict:
+        """Liveness plus what clients may want to know: tasks, limits and batching counters."""
+        return {"status": "ok" if batcher.running else "starting", "model": settings.model_name,
+                "tasks": model.tasks, "default_task": default_task, "device": str(getattr(model, "device", "")),
+                "uptime_s": round(time.time() - app.state.started, 1), "limits": settings.public(),
+                "batcher": batcher.stats()}
+
+    def _model_card() -> dict:
+        return {"id": settings.model_name, "object": "model", "created": int(app.state.started),
+                "owned_by": "mooer", "tasks": model.tasks}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [_model_card()]}
+
+    @app.get("/v1/models/{model_id}")
+    async def model_info(model_id: str) -> dict:
+        if model_id != settings.model_name:
+            raise ApiError(404, f"The model {model_id!r} does not exist; this server has "
+                                f"{settings.model_name!r}.", code="model_not_found", param="model")
+        return _model_card()
+
+    async def openai_audio(task: str, file: UploadFile | None, response_format: str | None,
+                           language: str | None, temperature: float | None, stream: bool) -> Response:
+        fmt = _check_format(response_format)
+        language_name = _check_language(language) or ("english" if task == "ast" else "chinese")
+        _check_temperature(temperature)
+        service.check_task(task)
+        if stream:
+            item = await service.within_timeout(service.featurize(file))
+
+            def event(result: Result | None, delta: str | None, error: dict | None) -> dict:
+                if error is not None:
+                    return {"type": "error", "error": error}
+                if result is None:
+                    return {"type": "transcript.text.delta", "delta": delta}
+                return {"type": "transcript.text.done", "text": result.text}
+
+            return service.stream(item, task, event)
+        result = await service.run(file, task, settings.default_preset)
+        if fmt == "json":
+            return JSONResponse({"text": result.text})
+        if fmt == "text":
+            return PlainTextResponse(result.text)
+        if fmt == "srt":
+            return PlainTextResponse(to_srt(segments_from_result(result)))
+        if fmt == "vtt":
+            return PlainTextResponse(to_vtt(segments_from_result(result)), media_type="text/vtt")
+        return JSONResponse({"task": "translate" if task == "ast" else "transcribe", "language": language_name,
+                             "duration": result.duration, "text": result.text,
+                             "segments": _openai_segments(result)})
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(
+        file: UploadFile | None = File(None, description="the audio file (any format FFmpeg reads)"),
+        model_: str | None = Form(None, alias="model", description="accepted, whatever the value"),
+        language: str | None = Form(None, description="zh or en; validated, not used"),
+        prompt: str | None = Form(None, description="accepted and ignored"),
+        response_format: str | None = Form("json"),
+        temperature: float | None = Form(None, description="0-1; ignored: decoding is deterministic"),
+        stream: bool = Form(False, description="server-sent events (greedy decoding)"),
+    ) -> Response:
+        """Speech → text in the spoken language (MooER task ``asr``)."""
+        return await openai_audio("asr", file, response_format, language, temperature, stream)
+
+    @app.post("/v1/audio/translations")
+    async def translations(
+        file: UploadFile | None = File(None, description="the audio file (any format FFmpeg reads)"),
+        model_: str | None = Form(None, alias="model", description="accepted, whatever the value"),
+        prompt: str | None = Form(None, description="accepted and ignored"),
+        response_format: str | None = Form("json"),
+        temperature: float | None = Form(None, description="0-1; ignored: decoding is deterministic"),
+    ) -> Response:
+        """Chinese speech → English text (MooER task ``ast``)."""
+        return await openai_audio("ast", file, response_format, None, temperature, False)
+
+    @app.post("/v1/mooer/transcribe")
+    async def mooer_transcribe(
+        file: UploadFile | None = File(None, description="the audio file"),
+        task: str | None = Form(None, description=f"asr, ast or asr_ast (default: {default_task})"),
+        preset: str | None = Form(None, description="official (beam 4) or greedy; streaming is greedy"),
+        stream: bool = Form(False, description="token streaming as server-sent events"),
+    ) -> Response:
+        """Transcript and translation together (multitask model), optionally streamed token by token."""
+        task = service.check_task(task or default_task)
+        if preset is not None and preset not in PRESETS:
+            raise ApiError(400, f"Unknown preset {preset!r}; use one of {', '.join(sorted(PRESETS))}.",
+                           code="invalid_value", param="preset")
+        if stream and preset not in (None, "greedy"):
+            raise ApiError(400, "Streaming decodes greedily (as the official demo does): use preset=greedy "
+                                "or leave it out.", code="invalid_value", param="preset")
+        preset = preset or ("greedy" if stream else settings.default_preset)
+
+        def payload(result: Result) -> dict:
+            asr = result.asr if task == "asr_ast" else (result.text if task == "asr" else None)
+            ast = result.ast if task == "asr_ast" else (result.text if task == "ast" else None)
+            return {"text": result.text, "asr": asr, "ast": ast, "task": task, "preset": preset,
+                    "duration": result.duration}
+
+        if stream:
+            item = await service.within_timeout(service.featurize(file))
+
+            def event(result: Result | None, delta: str | None, error: dict | None) -> dict:
+                if error is not None:
+                    return {"error": error}
+                if result is None:
+                    return {"delta": delta}
+                return {"done": True, **payload(result)}
+
+            return service.stream(item, task, event)
+        return JSONResponse(payload(await service.run(file, task, preset)))
+
+    return app
+
+
+def _version() -> str:
+    from mooer import __version__
+
+    return __version__

@@ -1,0 +1,85 @@
+"""Settings of ``mooer serve``: limits, batching and authentication, in one frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from mooer.errors import ConfigError
+
+#: The environment variable read for the API key when none is given on the command line.
+API_KEY_ENV = "MOOER_API_KEY"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the server behaves. Every limit is enforced per request.
+
+    Attributes:
+        model_name: the id listed by ``GET /v1/models``. The ``model`` field of a request is accepted
+            whatever its value (clients often hard-code ``whisper-1``): one process serves one model.
+        api_key: when set, every ``/v1/...`` request needs ``Authorization: Bearer <api_key>``
+            (401 otherwise). ``/``, ``/static`` and ``/health`` stay open.
+        max_upload_mb: largest accepted upload (MiB). Bigger requests get 413, as soon as the
+            ``Content-Length`` header or the bytes received so far exceed it.
+        max_audio_seconds: longest accepted audio. MooER was trained on utterances under 20 s and
+            degrades past ~30 s; longer input gets 400 ``audio_too_long``.
+        batch_window_ms: how long the batcher waits for more requests after the first one arrives.
+        max_batch_size: most requests decoded in one model call.
+        max_queue: most requests waiting for the model; more get 503 ``server_busy``.
+        timeout_s: a request not answered within this many seconds gets 504 (a streamed one ends
+            with an error event when no token arrives for this long).
+        default_preset: decoding preset of the OpenAI endpoints when they do not stream.
+    """
+
+    model_name: str = "mooer"
+    api_key: str | None = None
+    max_upload_mb: float = 25.0
+    max_audio_seconds: float = 30.0
+    batch_window_ms: float = 20.0
+    max_batch_size: int = 8
+    max_queue: int = 256
+    timeout_s: float = 120.0
+    default_preset: str = "official"
+
+    def __post_init__(self) -> None:
+        if self.max_upload_mb <= 0:
+            raise ConfigError("max_upload_mb must be > 0")
+        if self.max_audio_seconds <= 0:
+            raise ConfigError("max_audio_seconds must be > 0")
+        if self.batch_window_ms < 0:
+            raise ConfigError("batch_window_ms must be >= 0")
+        if self.max_batch_size < 1:
+            raise ConfigError("max_batch_size must be >= 1")
+        if self.max_queue < 1:
+            raise ConfigError("max_queue must be >= 1")
+        if self.timeout_s <= 0:
+            raise ConfigError("timeout_s must be > 0")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("api_key must not be blank (leave it unset to disable authentication)")
+        from mooer.decoding import PRESETS
+
+        if self.default_preset not in PRESETS:
+            raise ConfigError(f"default_preset must be one of {sorted(PRESETS)}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def replace(self, **changes: Any) -> "ServeSettings":
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def public(self) -> dict[str, Any]:
+        """The settings a client may see (``/health``): everything except the API key."""
+        out = asdict(self)
+        out["api_key"] = self.api_key is not None
+        return out
+
+    @classmethod
+    def with_env_key(cls, **kwargs: Any) -> "ServeSettings":
+        """Settings whose ``api_key`` falls back to ``$MOOER_API_KEY`` when not given."""
+        if kwargs.get("api_key") is None and os.environ.get(API_KEY_ENV):
+            kwargs["api_key"] = os.environ[API_KEY_ENV]
+        return cls(**kwargs)

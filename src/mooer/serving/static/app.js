@@ -1,0 +1,233 @@
+// MooER web page: record (MediaRecorder) or upload audio, POST it to /v1/mooer/transcribe, show the
+// transcript and translation. Streaming mode reads the server-sent events with fetch + ReadableStream.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const el = {
+  record: $("record"), recordLabel: $("record-label"), recordTime: $("record-time"), micNote: $("mic-note"),
+  file: $("file-input"), fileLabel: $("file-label"), drop: $("drop"), preview: $("preview"),
+  task: $("task"), stream: $("stream"), apiKey: $("api-key"), go: $("transcribe"), status: $("status"),
+  result: $("result"), error: $("error"), asrBox: $("asr-box"), astBox: $("ast-box"),
+  asr: $("asr-text"), ast: $("ast-text"), meta: $("meta"), info: $("server-info"),
+};
+
+const state = { audio: null, name: null, recorder: null, timer: null, busy: false };
+
+// ------------------------------------------------------------------------------------------- server info
+async function loadInfo() {
+  try {
+    const r = await fetch("/health");
+    const h = await r.json();
+    el.info.textContent = `${h.model} · ${h.device} · max ${h.limits.max_audio_seconds} s`;
+    for (const option of [...el.task.options]) option.disabled = !h.tasks.includes(option.value);
+    if (el.task.selectedOptions[0]?.disabled || !localStorage.getItem("mooer.task")) el.task.value = h.default_task;
+    if (h.limits.api_key) el.apiKey.closest("details").open = !el.apiKey.value;
+  } catch (e) {
+    el.info.textContent = "server unreachable";
+  }
+}
+
+function restorePrefs() {
+  el.apiKey.value = localStorage.getItem("mooer.key") || "";
+  el.task.value = localStorage.getItem("mooer.task") || el.task.value;
+  el.stream.checked = localStorage.getItem("mooer.stream") === "1";
+  el.apiKey.addEventListener("change", () => localStorage.setItem("mooer.key", el.apiKey.value));
+  el.task.addEventListener("change", () => { localStorage.setItem("mooer.task", el.task.value); layout(); });
+  el.stream.addEventListener("change", () => localStorage.setItem("mooer.stream", el.stream.checked ? "1" : "0"));
+}
+
+// ------------------------------------------------------------------------------------------------- input
+function setAudio(blob, name) {
+  state.audio = blob;
+  state.name = name;
+  if (el.preview.src) URL.revokeObjectURL(el.preview.src);
+  el.preview.src = URL.createObjectURL(blob);
+  el.preview.hidden = false;
+  el.go.disabled = state.busy;
+  setStatus(`Ready: ${name} (${(blob.size / 1024).toFixed(0)} KB).`);
+}
+
+el.file.addEventListener("change", () => {
+  const f = el.file.files[0];
+  if (!f) return;
+  el.fileLabel.textContent = f.name;
+  el.drop.classList.add("chosen");
+  setAudio(f, f.name);
+});
+for (const ev of ["dragenter", "dragover"]) {
+  el.drop.addEventListener(ev, (e) => { e.preventDefault(); el.drop.classList.add("over"); });
+}
+for (const ev of ["dragleave", "drop"]) {
+  el.drop.addEventListener(ev, (e) => { e.preventDefault(); el.drop.classList.remove("over"); });
+}
+el.drop.addEventListener("drop", (e) => {
+  const f = e.dataTransfer.files[0];
+  if (!f) return;
+  el.fileLabel.textContent = f.name;
+  el.drop.classList.add("chosen");
+  setAudio(f, f.name);
+});
+
+function micAvailable() {
+  return window.isSecureContext && navigator.mediaDevices && typeof MediaRecorder !== "undefined";
+}
+
+function recorderType() {
+  const types = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/mp4", "audio/webm"];
+  return types.find((t) => MediaRecorder.isTypeSupported(t)) || "";
+}
+
+async function toggleRecording() {
+  if (state.recorder) { state.recorder.stop(); return; }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (e) {
+    showError(`Microphone unavailable: ${e.message}`);
+    return;
+  }
+  const type = recorderType();
+  const recorder = new MediaRecorder(stream, type ? { mimeType: type } : undefined);
+  const chunks = [];
+  const started = Date.now();
+  recorder.ondataavailable = (e) => { if (e.data.size) chunks.push(e.data); };
+  recorder.onstop = () => {
+    stream.getTracks().forEach((t) => t.stop());
+    clearInterval(state.timer);
+    state.recorder = null;
+    el.record.classList.remove("recording");
+    el.record.setAttribute("aria-pressed", "false");
+    el.recordLabel.textContent = "Record again";
+    const mime = recorder.mimeType || type || "audio/webm";
+    const ext = mime.includes("ogg") ? "ogg" : mime.includes("mp4") ? "m4a" : "webm";
+    setAudio(new Blob(chunks, { type: mime }), `recording.${ext}`);
+  };
+  recorder.start();
+  state.recorder = recorder;
+  el.record.classList.add("recording");
+  el.record.setAttribute("aria-pressed", "true");
+  el.recordLabel.textContent = "Stop recording";
+  state.timer = setInterval(() => {
+    el.recordTime.textContent = `${((Date.now() - started) / 1000).toFixed(1)} s`;
+  }, 100);
+}
+
+// ------------------------------------------------------------------------------------------------ output
+function setStatus(text) { el.status.textContent = text; }
+
+function showError(message) {
+  el.error.textContent = message;
+  el.error.hidden = false;
+}
+
+function layout() {
+  const task = el.task.value;
+  el.asrBox.hidden = task === "ast";
+  el.astBox.hidden = task === "asr";
+  el.asrBox.parentElement.classList.toggle("single", task !== "asr_ast");
+}
+
+function show(task, asr, ast) {
+  if (task === "ast") { el.ast.textContent = ast ?? ""; return; }
+  el.asr.textContent = asr ?? "";
+  if (task === "asr_ast") el.ast.textContent = ast ?? "";
+}
+
+// Streamed text of asr_ast is "transcript\ntranslation": split at the first newline, as the server does.
+function showPartial(task, text) {
+  if (task !== "asr_ast") { show(task, text, text); return; }
+  const i = text.indexOf("\n");
+  show(task, i < 0 ? text : text.slice(0, i), i < 0 ? "" : text.slice(i + 1));
+}
+
+async function errorOf(response) {
+  try {
+    const body = await response.json();
+    return body.error?.message || JSON.stringify(body);
+  } catch (e) {
+    return `${response.status} ${response.statusText}`;
+  }
+}
+
+// Parse a text/event-stream body: events are separated by a blank line; "data:" lines carry JSON.
+async function* sseEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart());
+      if (data.length) yield JSON.parse(data.join("\n"));
+    }
+    if (done) return;
+  }
+}
+
+async function transcribe() {
+  if (!state.audio || state.busy) return;
+  const task = el.task.value;
+  const streaming = el.stream.checked;
+  const form = new FormData();
+  form.append("file", state.audio, state.name);
+  form.append("task", task);
+  form.append("stream", streaming ? "true" : "false");
+  const headers = {};
+  if (el.apiKey.value) headers.Authorization = `Bearer ${el.apiKey.value}`;
+
+  state.busy = true;
+  el.go.disabled = true;
+  el.error.hidden = true;
+  el.meta.textContent = "";
+  show(task, "", "");
+  el.asr.textContent = "";
+  el.ast.textContent = "";
+  layout();
+  el.result.dataset.state = "running";
+  setStatus(streaming ? "Streaming…" : "Transcribing…");
+  const t0 = performance.now();
+  try {
+    const response = await fetch("/v1/mooer/transcribe", { method: "POST", body: form, headers });
+    if (!response.ok) throw new Error(await errorOf(response));
+    let final;
+    if (streaming) {
+      let text = "";
+      for await (const event of sseEvents(response)) {
+        if (event.error) throw new Error(event.error.message);
+        if (event.delta !== undefined) { text += event.delta; showPartial(task, text); }
+        if (event.done) final = event;
+      }
+      if (!final) throw new Error("the stream ended early");
+    } else {
+      final = await response.json();
+    }
+    show(task, final.asr, final.ast);
+    const secs = ((performance.now() - t0) / 1000).toFixed(2);
+    el.meta.textContent = `${final.duration} s of audio · ${final.preset} decoding · ${secs} s`;
+    el.result.dataset.state = "done";
+    setStatus("Done.");
+  } catch (e) {
+    el.result.dataset.state = "error";
+    showError(e.message);
+    setStatus("Failed.");
+  } finally {
+    state.busy = false;
+    el.go.disabled = !state.audio;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------- start
+restorePrefs();
+layout();
+loadInfo().then(layout);
+if (micAvailable()) {
+  el.record.addEventListener("click", toggleRecording);
+} else {
+  el.record.disabled = true;
+  el.micNote.hidden = false;
+}
+el.go.addEventListener("click", transcribe);

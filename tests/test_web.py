@@ -1,0 +1,99 @@
+"""Browser end-to-end test of the ``mooer serve`` web page: headless Chromium driven by playwright-core.
+
+Needs ``node``, Debian's ``chromium`` and ``npm install`` in ``tests/web`` (playwright-core). The test
+FAILS when any of them is missing: CI must install them::
+
+    apt-get install -y chromium nodejs npm
+    (cd tests/web && npm ci)
+
+Set ``MOOER_WEB_SCREENSHOTS=DIR`` to keep the screenshots (one per case) in DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fixtures_path import AUDIO, OFFICIAL_TINY
+
+from mooer.api import MooER
+from mooer.serving import ServeSettings, create_app
+
+WEB = Path(__file__).resolve().parent / "web"
+CHROMIUM = os.environ.get("MOOER_CHROMIUM", "/usr/bin/chromium")
+CLIP = AUDIO / "zh1.wav"
+
+
+def _require_browser_tools() -> str:
+    node = shutil.which("node")
+    missing = []
+    if node is None:
+        missing.append("node (apt-get install -y nodejs npm)")
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"{CHROMIUM} (apt-get install -y chromium)")
+    if not (WEB / "node_modules" / "playwright-core" / "package.json").is_file():
+        missing.append("playwright-core (cd tests/web && npm ci)")
+    if missing:
+        pytest.fail("the browser test needs: " + "; ".join(missing), pytrace=False)
+    return node  # type: ignore[return-value]
+
+
+class _Server:
+    def __init__(self, app) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> "_Server":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+
+
+def test_web_page_upload_transcribe_and_stream(tmp_path):
+    node = _require_browser_tools()
+    model = MooER.from_pretrained(OFFICIAL_TINY)
+    both = model.transcribe(CLIP, task="asr_ast")[0]
+    streamed = model.transcribe(CLIP, task="asr", decoding="greedy")[0]
+    translated = model.transcribe(CLIP, task="ast")[0]
+    cases = [
+        {"name": "asr_ast", "task": "asr_ast", "stream": False, "expect": {"asr": both.asr, "ast": both.ast}},
+        {"name": "asr_streaming", "task": "asr", "stream": True, "expect": {"asr": streamed.text, "ast": None}},
+        {"name": "ast", "task": "ast", "stream": False, "expect": {"asr": None, "ast": translated.text}},
+    ]
+    shots = Path(os.environ.get("MOOER_WEB_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with _Server(create_app(model, ServeSettings())) as server:
+        config = tmp_path / "e2e.json"
+        config.write_text(json.dumps({"url": server.url, "audio": str(CLIP), "screenshot_dir": str(shots),
+                                      "chromium": CHROMIUM, "cases": cases}, ensure_ascii=False))
+        proc = subprocess.run([node, "e2e.js", str(config)], cwd=WEB, capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no report from e2e.js (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    report = json.loads(lines[-1])
+    assert report["failures"] == [], report
+    assert proc.returncode == 0, proc.stderr
+    shown = {c["name"]: c for c in report["cases"]}
+    assert shown["asr_ast"]["asr"] == both.asr and shown["asr_ast"]["ast"] == both.ast
+    assert shown["asr_streaming"]["asr"] == streamed.text and "greedy" in shown["asr_streaming"]["meta"]
+    assert shown["ast"]["ast"] == translated.text
+    for case in report["cases"]:
+        assert Path(case["screenshot"]).stat().st_size > 10_000
