@@ -148,7 +148,7 @@ def overfit(tmp_path_factory):
     manifest = write_manifest(tmp / "train.jsonl")
     threads = torch.get_num_threads()
     cfg = load_config(TINY, [f"data.train={manifest}", f"data.dev={manifest}", f"train.exp_dir={tmp / 'exp'}",
-                             "export.formats=[mooer, official]"])
+                             "export.formats=[mooer, official]", "model.ctc_weight=0.3"])
     try:
         result = train(cfg)
     finally:
@@ -175,6 +175,9 @@ def test_overfit_loss_falls_and_greedy_decoding_reproduces_transcripts(overfit):
     exp = overfit.exp_dir
     assert (exp / "train.log").is_file() and list((exp / "tb").iterdir()) and (exp / "am.mvn").is_file()
     assert (exp / "checkpoints" / f"step-{overfit.state.step:08d}" / "state.pt").is_file()
+    # the auxiliary CTC head trained (its loss is logged) but is not part of the exported model
+    assert overfit.built.model.ctc_head is not None
+    assert " ctc " in (exp / "train.log").read_text(encoding="utf-8")
 
 
 def test_export_roundtrip_through_mooer_transcribe(overfit, capsys):

@@ -125,6 +125,9 @@ class Sample:
     task: str
     duration: float
     """Seconds of audio (after speed perturbation)."""
+    transcript_ids: Optional[list[int]] = None
+    """The transcript's tokens (no eos) for tasks that write it first (asr, asr_ast): the target of the
+    optional auxiliary CTC loss on the encoder. None for ast."""
 
 
 @dataclass
@@ -149,6 +152,8 @@ class TrainBatch:
     audio_seconds: float = 0.0
     num_skipped: int = 0
     """Samples of this batch dropped because they were bad (see ``SpeechDataset.skipped``)."""
+    transcript_ids: list = field(default_factory=list)
+    """Per row: the transcript's token ids, or None (ast rows); see :attr:`Sample.transcript_ids`."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -172,6 +177,7 @@ class TrainBatch:
             padding_fraction=self.padding_fraction,
             audio_seconds=self.audio_seconds,
             num_skipped=self.num_skipped,
+            transcript_ids=self.transcript_ids,
         )
 
     def pin_memory(self) -> "TrainBatch":
@@ -184,7 +190,8 @@ class TrainBatch:
             None if tokens.labels is None else tokens.labels.pin_memory(),
         )
         return TrainBatch(self.ids, self.tasks, self.features.pin_memory(), self.lengths.pin_memory(), pinned,
-                          self.num_answer_tokens, self.padding_fraction, self.audio_seconds, self.num_skipped)
+                          self.num_answer_tokens, self.padding_fraction, self.audio_seconds, self.num_skipped,
+                          self.transcript_ids)
 
 
 def collate(samples: Sequence[Optional[Sample]], *, pad_id: int) -> Optional[TrainBatch]:
@@ -210,6 +217,7 @@ def collate(samples: Sequence[Optional[Sample]], *, pad_id: int) -> Optional[Tra
         padding_fraction=padding_fraction(lengths.tolist()),
         audio_seconds=sum(s.duration for s in good),
         num_skipped=len(samples) - len(good),
+        transcript_ids=[s.transcript_ids for s in good],
     )
 
 
@@ -311,5 +319,6 @@ class SpeechDataset(Dataset):
             answer_ids=answer_ids,
             task=task,
             duration=waveform.shape[0] / SAMPLE_RATE,
+            transcript_ids=(self.prompts.answer_ids(utt.text)[:-1] if task in ("asr", "asr_ast") else None),
         )
 

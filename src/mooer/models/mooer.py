@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationConfig
 
@@ -22,6 +23,7 @@ class MooERModel(nn.Module):
         self.llm = llm
         self.eos_id = eos_id
         self.pad_id = pad_id
+        self.ctc_head: nn.Linear | None = None  # training-only auxiliary head, never exported
         # Nothing may leak from the LLM directory's generation_config.json (spec 15.24).
         self.llm.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None)
 
@@ -54,16 +56,45 @@ class MooERModel(nn.Module):
     def inputs_embeds(self, features: torch.Tensor, lengths: torch.Tensor, tokens: TokenBatch) -> torch.Tensor:
         return self.embed(tokens, self.encode(features, lengths))
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor, tokens: TokenBatch):
-        """Training forward: HF causal-LM output with the token-mean cross-entropy over answer tokens."""
-        embeds = self.inputs_embeds(features, lengths, tokens)
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor, tokens: TokenBatch,
+                ctc_targets: list | None = None):
+        """Training forward: HF causal-LM output with the token-mean cross-entropy over answer tokens.
+
+        With a CTC head attached (:meth:`attach_ctc_head`) and ``ctc_targets`` (per row a list of token ids,
+        or None to leave the row out), the output also carries ``ctc_loss``: an auxiliary CTC loss of the
+        encoder states against the transcript, which speeds up training an encoder from scratch.
+        """
+        encoded = self.encoder(features.to(self.dtype), lengths)
+        embeds = self.embed(tokens, self.adapter(encoded))
         position_ids = (tokens.attention_mask.long().cumsum(dim=1) - 1).clamp_min(0)  # fixes spec 15.20
-        return self.llm(
+        out = self.llm(
             inputs_embeds=embeds,
             attention_mask=tokens.attention_mask.long(),
             position_ids=position_ids,
             labels=tokens.labels,
         )
+        if self.ctc_head is not None and ctc_targets is not None:
+            out["ctc_loss"] = self.ctc_loss(encoded, lengths, ctc_targets)
+        return out
+
+    def attach_ctc_head(self, vocab_size: int) -> None:
+        """Add a Linear(d_model → vocab + blank) on the encoder output for an auxiliary CTC loss."""
+        d_model = self.encoder.config.d_model
+        self.ctc_head = nn.Linear(d_model, vocab_size + 1).to(device=self.device, dtype=self.dtype)
+
+    def ctc_loss(self, encoded: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor:
+        """Token-mean CTC loss over the rows that have a target (blank = the last class)."""
+        rows = [i for i, t in enumerate(targets) if t]
+        if not rows:
+            return encoded.sum() * 0.0
+        index = torch.tensor(rows, device=encoded.device)
+        logits = self.ctc_head(encoded.index_select(0, index)).float()
+        log_probs = F.log_softmax(logits, dim=-1).transpose(0, 1)  # (T, B, C)
+        flat = torch.tensor([tok for i in rows for tok in targets[i]], dtype=torch.long)
+        target_lengths = torch.tensor([len(targets[i]) for i in rows], dtype=torch.long)
+        loss = F.ctc_loss(log_probs, flat, lengths.index_select(0, index.to(lengths.device)).long().cpu(),
+                          target_lengths, blank=logits.shape[-1] - 1, reduction="sum", zero_infinity=True)
+        return loss / target_lengths.sum().clamp_min(1)
 
     def generation_config(self, options: DecodingOptions, max_new_tokens: int | None = None) -> GenerationConfig:
         kwargs = dict(

@@ -95,6 +95,9 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     #: activation checkpointing in the LLM (and the encoder, if trained)
     gradient_checkpointing: bool = False
+    #: weight of an auxiliary CTC loss of the encoder states against the transcript (asr, asr_ast rows);
+    #: 0 = off (the official recipe). Helps an encoder trained from scratch; the head is never exported.
+    ctc_weight: float = 0.0
     #: seed of the random initialisation of new parts (adapter, scratch encoder/LLM, LoRA A)
     init_seed: int = 0
 

@@ -110,8 +110,8 @@ class Engine:
     def accumulate(self, boundary: bool):
         return contextlib.nullcontext()
 
-    def forward(self, features, lengths, tokens):
-        return self.wrapped(features, lengths, tokens)
+    def forward(self, features, lengths, tokens, ctc_targets=None):
+        return self.wrapped(features, lengths, tokens, ctc_targets)
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.accum).backward()

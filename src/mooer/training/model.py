@@ -273,6 +273,11 @@ def build_model(cfg: ModelConfig, device: torch.device, frozen_dtype: torch.dtyp
         if _is_floating(p):
             p.data = p.data.to(torch.float32 if p.requires_grad else frozen_dtype)
     model.to(device)
+    if cfg.ctc_weight > 0:
+        if cfg.freeze_encoder:
+            raise ConfigError("model.ctc_weight > 0 trains the encoder: set model.freeze_encoder false")
+        torch.manual_seed(cfg.init_seed + 1)
+        model.attach_ctc_head(len(tokenizer))
 
     if cfg.gradient_checkpointing:
         base = model.llm.get_base_model() if is_peft else model.llm

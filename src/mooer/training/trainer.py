@@ -438,6 +438,8 @@ def train(cfg: Config) -> TrainResult:
     group_utts = 0
     group_pad: list[float] = []
     t_window, utts_window, secs_window = time.time(), 0, 0.0
+    ctc_weight = cfg.model.ctc_weight
+    ctc_window: list[float] = []  # auxiliary CTC losses since the last log line (this rank)
     last_batch = None
     done = state.step >= planned_steps
     while not done and state.epoch < cfg.train.epochs:
@@ -459,20 +461,26 @@ def train(cfg: Config) -> TrainResult:
                         raise ConfigError("the first training batch has no usable utterance; check the "
                                           "manifest and audio (see the warnings above)")
                     with ctx():
-                        out = engine.forward(last_batch.features, last_batch.lengths, last_batch.tokens)
-                    loss = out.loss * 0.0
+                        out = engine.forward(last_batch.features, last_batch.lengths, last_batch.tokens,
+                                             last_batch.transcript_ids if ctc_weight else None)
+                    loss = (out.loss + (out["ctc_loss"] if ctc_weight else 0.0)) * 0.0
                     engine.backward(loss)
                     n_tok, n_utt = 0, 0
                 else:
                     batch = batch.to(device, non_blocking=True)
                     last_batch = batch
+                    ctc_targets = batch.transcript_ids if ctc_weight else None
                     with ctx():
-                        out = engine.forward(batch.features, batch.lengths, batch.tokens)
-                    loss = out.loss
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"non-finite loss {float(loss)} at step {state.step}, "
+                        out = engine.forward(batch.features, batch.lengths, batch.tokens, ctc_targets)
+                    loss = out.loss  # the reported loss: the LLM's cross-entropy
+                    total = loss
+                    if ctc_weight:
+                        ctc_window.append(float(out["ctc_loss"].detach()))
+                        total = loss + ctc_weight * out["ctc_loss"]
+                    if not torch.isfinite(total):
+                        raise FloatingPointError(f"non-finite loss {float(total)} at step {state.step}, "
                                                  f"batch {batch.ids[:4]}")
-                    engine.backward(loss)
+                    engine.backward(total)
                     n_tok, n_utt = batch.num_answer_tokens, len(batch)
                     group_pad.append(batch.padding_fraction)
                     secs_window += batch.audio_seconds
@@ -519,8 +527,10 @@ def train(cfg: Config) -> TrainResult:
                     writer.add_scalar("train/utt_per_s", utt_s, state.step)
                 log.info("epoch %d step %d loss %.4f lr %.3e utt/s %.1f audio-s/s %.1f pad %.2f%s", epoch + 1,
                          state.step, step_loss, lr, utt_s, secs_window * env.world_size / max(now - t_window, 1e-9),
-                         pad, "" if grad_norm is None else f" grad_norm {grad_norm:.3f}")
+                         pad, ("" if grad_norm is None else f" grad_norm {grad_norm:.3f}")
+                         + (f" ctc {sum(ctc_window) / len(ctc_window):.3f}" if ctc_window else ""))
                 t_window, utts_window, secs_window = now, 0, 0.0
+                ctc_window.clear()
             group_loss = group_tokens = group_secs = 0.0
             group_utts = 0
             group_pad = []
