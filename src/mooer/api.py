@@ -5,7 +5,10 @@ Every front end (CLI, server, evaluation) goes through :meth:`MooER.transcribe`,
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -13,14 +16,26 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from mooer.audio import load_audio
+from mooer.audio import SAMPLE_RATE, audio_info, load_audio
 from mooer.checkpoint import Loaded, load_checkpoint, save_native
 from mooer.decoding import DecodingOptions, Result, get_preset
 from mooer.errors import AudioError, MooerError
 from mooer.features import FeatureExtractor, audio_tokens
 from mooer.prompting import PromptBuilder, collate_tokens, pad_features, split_multitask
+from mooer.speed import TranscribeStats, default_workers, enable_shared_prefill
 
 AudioInput = Any  # a path, bytes, a file-like object, or a 16 kHz float waveform (np.ndarray / torch.Tensor)
+
+
+@dataclass
+class _LongInput:
+    """An input long enough for VAD segmentation (decoded by :mod:`mooer.longform`)."""
+
+    index: int
+    key: str
+    name: str
+    source: Any
+    duration: float
 
 
 @dataclass
@@ -56,6 +71,8 @@ class MooER:
         self.prompts = PromptBuilder(loaded.tokenizer, loaded.prompts)
         self.default_task = loaded.default_task
         self.downsample = self.model.adapter.k
+        self.last_stats: TranscribeStats | None = None  # what the latest transcribe() did (padding, timing)
+        enable_shared_prefill(self.model)  # beam search: one prefill per utterance, not per beam (exact)
 
     # ------------------------------------------------------------------------------------------ loading
     @classmethod
@@ -67,16 +84,32 @@ class MooER:
         llm: str | os.PathLike | None = None,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
+        attn_implementation: str | None = None,
+        quantize: str | None = None,
+        compile: bool = False,
     ) -> "MooER":
         """Load an official release directory or a mooer model directory (None = the bundled default).
 
         ``device``/``dtype`` default to CUDA + bfloat16 when a GPU is present, else CPU + float32.
+        ``attn_implementation`` is the LLM's attention kernel (None = the transformers default, ``"sdpa"``).
+        Speed options (see :mod:`mooer.speed`): ``quantize="int8"`` (CPU, not exact) and ``compile=True``
+        (CUDA: static KV cache + torch.compile, not exact).
         """
         if path is None:
             from mooer.assets import default_model_path
 
             path = default_model_path()
-        return cls(load_checkpoint(path, variant=variant, llm=llm, device=device, dtype=dtype))
+        model = cls(load_checkpoint(path, variant=variant, llm=llm, device=device, dtype=dtype,
+                                    attn_implementation=attn_implementation))
+        if quantize:
+            from mooer.speed import quantize_llm
+
+            quantize_llm(model, quantize)
+        if compile:
+            from mooer.speed import compile_model
+
+            compile_model(model)
+        return model
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write the project's own format (safetensors + JSON config + tokenizer)."""
@@ -92,13 +125,17 @@ class MooER:
 
     # ---------------------------------------------------------------------------------------- pipeline
     def featurize(self, source: AudioInput, name: str = "<input>") -> tuple[torch.Tensor, float]:
-        """Waveform → (T6, 560) features; raises AudioError naming the input if unusable."""
+        """Audio → (T6, 560) features and seconds; raises AudioError naming the input if unusable."""
         wave = load_audio(source)
+        return self.featurize_waveform(wave, name), len(wave) / SAMPLE_RATE
+
+    def featurize_waveform(self, wave: np.ndarray, name: str = "<input>") -> torch.Tensor:
+        """16 kHz waveform → (T6, 560) features; too short for one audio token is an AudioError."""
         feats = self.features(wave)
         if audio_tokens(feats.shape[0], self.downsample) == 0:
-            raise AudioError(name, f"audio is {len(wave) / 16000:.3f} s long, too short for one audio token "
-                                   f"(at least 0.085 s is needed)")
-        return feats, len(wave) / 16000.0
+            raise AudioError(name, f"audio is {len(wave) / SAMPLE_RATE:.3f} s long, too short for one audio "
+                                   f"token (at least 0.085 s is needed)")
+        return feats
 
     def decode_batch(
         self, features: Sequence[torch.Tensor], task: str, options: DecodingOptions,
@@ -133,25 +170,41 @@ class MooER:
         decoding: str | DecodingOptions | None = "official",
         keys: Sequence[str] | None = None,
         progress: bool | Callable[[int], None] = False,
+        num_workers: int | None = None,
+        on_results: Callable[[list[Result]], None] | None = None,
+        long_form: "LongFormOptions | bool | None" = None,
     ) -> list[Result]:
         """Transcribe (``asr``), translate (``ast``) or both (``asr_ast``) a list of inputs.
 
         Inputs are featurised, sorted by length, decoded in batches of ``batch_size`` and returned as
         :class:`Result` objects **in input order**. An input that cannot be read gets a Result with
         ``error`` set; the others still decode. A single (non-list) input also returns a list.
+
+        Inputs are loaded and featurised on ``num_workers`` threads (None = up to 4), a window of inputs at a
+        time (memory stays bounded on large lists). ``on_results`` is called with each decoded batch's
+        results (and with the inputs that failed) as soon as they are ready, for incremental output. Padding
+        and timing of the call are in :attr:`last_stats`.
+
+        ``long_form`` (:class:`~mooer.longform.LongFormOptions`; ``True``/``False`` force it on/off): inputs
+        longer than ``vad.max_segment_s`` (30 s) are cut with the VAD, decoded segment by segment with
+        repetition guards, and stitched; their results carry ``segments``. Shorter inputs are decoded whole,
+        exactly as the official implementation does.
         """
+        from mooer.longform import LongFormOptions, transcribe_long
+
         single = isinstance(inputs, (str, os.PathLike, bytes, np.ndarray, torch.Tensor)) or hasattr(inputs, "read")
         items = [inputs] if single else list(inputs)
         task = task or self.default_task
         self.prompts.prompt_ids(task)  # validates the task
         options = get_preset(decoding)
+        if isinstance(long_form, bool) or long_form is None:
+            long_form = LongFormOptions(enabled=long_form)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if keys is not None and len(keys) != len(items):
             raise ValueError(f"{len(keys)} keys for {len(items)} inputs")
 
         results: list[Result | None] = [None] * len(items)
-        prepared: list[_Prepared] = []
         tick = progress if callable(progress) else None
         bar = None
         if progress is True and len(items) > 1:
@@ -159,26 +212,78 @@ class MooER:
 
             bar = tqdm(total=len(items), unit="utt", desc=task, dynamic_ncols=True)
             tick = bar.update
-        for i, source in enumerate(items):
+        workers = num_workers if num_workers is not None else default_workers(len(items))
+        stats = TranscribeStats(inputs=len(items), batch_size=batch_size, workers=max(1, workers))
+        prompt_len = len(self.prompts.prompt_ids(task))
+
+        def prepare(i: int, source: AudioInput) -> _Prepared | _LongInput | Result:
             name = _input_name(source, i)
             key = keys[i] if keys is not None else default_key(name, i)
             try:
-                feats, seconds = self.featurize(source, name)
+                if isinstance(source, (str, os.PathLike)):  # decide from the header: never load a long file
+                    seconds = audio_info(source).duration
+                    if long_form.applies(seconds):
+                        return _LongInput(i, key, name, source, seconds)
+                wave = load_audio(source)
+                seconds = len(wave) / SAMPLE_RATE
+                if long_form.applies(seconds):
+                    return _LongInput(i, key, name, wave, seconds)
+                return _Prepared(i, key, name, self.featurize_waveform(wave, name), seconds)
             except MooerError as e:
-                results[i] = Result(key=key, audio=name, task=task, error=str(e))
-                if tick:
-                    tick(1)
-                continue
-            prepared.append(_Prepared(i, key, name, feats, seconds))
+                return Result(key=key, audio=name, task=task, error=str(e))
 
-        prepared.sort(key=lambda p: -p.features.shape[0])  # length-sorted batches, little padding
-        for start in range(0, len(prepared), batch_size):
-            chunk = prepared[start : start + batch_size]
-            rows = self.decode_batch([p.features for p in chunk], task, options)
-            for p, ids in zip(chunk, rows):
-                results[p.index] = self._result(p, task, ids)
-            if tick:
-                tick(len(chunk))
-        if bar is not None:
-            bar.close()
+        def emit(done: list[Result]) -> None:
+            if on_results and done:
+                on_results(done)
+            if tick and done:
+                tick(len(done))
+
+        window = max(64, 16 * batch_size)  # inputs featurised at a time; sorted by length inside a window
+        pool = ThreadPoolExecutor(max_workers=stats.workers) if stats.workers > 1 and len(items) > 1 else None
+        try:
+            for first in range(0, len(items), window):
+                indices = range(first, min(first + window, len(items)))
+                started = time.perf_counter()
+                if pool is not None:  # threads: soundfile and torch release the GIL
+                    outcomes = list(pool.map(prepare, indices, [items[i] for i in indices]))
+                else:
+                    outcomes = [prepare(i, items[i]) for i in indices]
+                stats.featurize_seconds += time.perf_counter() - started
+                failed = [o for o in outcomes if isinstance(o, Result)]
+                for r, o in zip(indices, outcomes):
+                    if isinstance(o, Result):
+                        results[r] = o
+                stats.failed += len(failed)
+                emit(failed)
+
+                started = time.perf_counter()
+                prepared = sorted((o for o in outcomes if isinstance(o, _Prepared)), key=lambda p: -p.features.shape[0])
+                for start in range(0, len(prepared), batch_size):
+                    chunk = prepared[start : start + batch_size]
+                    frames = [p.features.shape[0] for p in chunk]
+                    stats.features.add(frames)
+                    stats.tokens.add([audio_tokens(n, self.downsample) + prompt_len for n in frames])
+                    stats.audio_seconds += sum(p.duration for p in chunk)
+                    rows = self.decode_batch([p.features for p in chunk], task, options)
+                    for p, ids in zip(chunk, rows):
+                        results[p.index] = self._result(p, task, ids)
+                    emit([results[p.index] for p in chunk])
+                for item in (o for o in outcomes if isinstance(o, _LongInput)):
+                    try:
+                        results[item.index] = transcribe_long(
+                            self, item.source, key=item.key, name=item.name, duration=item.duration, task=task,
+                            options=options, batch_size=batch_size, long_form=long_form)
+                    except MooerError as e:
+                        results[item.index] = Result(key=item.key, audio=item.name, task=task, error=str(e))
+                        stats.failed += 1
+                    stats.audio_seconds += item.duration
+                    emit([results[item.index]])
+                stats.decode_seconds += time.perf_counter() - started
+        finally:
+            if pool is not None:
+                pool.shutdown()
+            if bar is not None:
+                bar.close()
+        self.last_stats = stats
+        logging.getLogger("mooer").info(stats.summary())
         return results  # type: ignore[return-value]

@@ -107,13 +107,18 @@ def default_device_dtype(device: str | None, dtype: str | torch.dtype | None) ->
     return dev, dt
 
 
-def load_llm(llm_dir: Path, dtype: torch.dtype):
-    """A Hugging Face causal LM and its tokenizer, loaded strictly."""
+def load_llm(llm_dir: Path, dtype: torch.dtype, attn_implementation: str | None = None):
+    """A Hugging Face causal LM and its tokenizer, loaded strictly.
+
+    ``attn_implementation`` (``"sdpa"``, ``"eager"``, ...) picks the attention kernel; None keeps the
+    transformers default (``"sdpa"`` in transformers 5).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (llm_dir / "config.json").is_file():
         raise CheckpointError(f"{llm_dir}: not a Hugging Face model directory (no config.json)")
-    llm, info = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=dtype, output_loading_info=True)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    llm, info = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=dtype, output_loading_info=True, **extra)
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if problems:
         raise CheckpointError(f"{llm_dir}: LLM weights do not match its config: {problems}")
@@ -205,7 +210,8 @@ def is_native_format(path: Path) -> bool:
         return False
 
 
-def load_official(root: Path, variant: str | None, llm_dir: Path | None, device, dtype) -> Loaded:
+def load_official(root: Path, variant: str | None, llm_dir: Path | None, device, dtype,
+                  attn_implementation: str | None = None) -> Loaded:
     variants = find_variants(root)
     if variant is None:
         preferred = [v for v in VARIANT_PREFERENCE if v in variants]
@@ -251,7 +257,7 @@ def load_official(root: Path, variant: str | None, llm_dir: Path | None, device,
     load_strict(adapter, ad_state, ad_path, "the adapter")
 
     llm_dir = Path(llm_dir) if llm_dir else find_llm_dir(root)
-    llm, tokenizer = load_llm(llm_dir, dtype)
+    llm, tokenizer = load_llm(llm_dir, dtype, attn_implementation)
     if llm.get_input_embeddings().weight.shape[1] != ad_config.llm_dim:
         raise CheckpointError(f"{ad_path}: adapter output {ad_config.llm_dim} != LLM hidden size "
                               f"{llm.get_input_embeddings().weight.shape[1]} of {llm_dir}")
@@ -273,7 +279,7 @@ def load_official(root: Path, variant: str | None, llm_dir: Path | None, device,
 # ----------------------------------------------------------------------------------------- own format
 
 
-def load_native(root: Path, device, dtype) -> Loaded:
+def load_native(root: Path, device, dtype, attn_implementation: str | None = None) -> Loaded:
     config = json.loads((root / "config.json").read_text(encoding="utf-8"))
     if config.get("mooer_format", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{root}/config.json: format {config['mooer_format']} is newer than this mooer "
@@ -296,7 +302,7 @@ def load_native(root: Path, device, dtype) -> Loaded:
         cmvn = Cmvn(shift=groups["cmvn."]["shift"], scale=groups["cmvn."]["scale"])
     except KeyError as e:
         raise CheckpointError(f"{weights}: missing key 'cmvn.{e.args[0]}'") from None
-    llm, tokenizer = load_llm(root / "llm", dtype)
+    llm, tokenizer = load_llm(root / "llm", dtype, attn_implementation)
     model = MooERModel(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
     model.to(device=device, dtype=dtype).eval()
     prompts = dict(config.get("prompts") or DEFAULT_PROMPTS)
@@ -334,18 +340,19 @@ def save_native(loaded: Loaded, out_dir: str | Path, source: dict | None = None)
 
 
 def load_checkpoint(path: str | Path, *, variant: str | None = None, llm: str | Path | None = None,
-                    device: str | None = None, dtype: str | torch.dtype | None = None) -> Loaded:
+                    device: str | None = None, dtype: str | torch.dtype | None = None,
+                    attn_implementation: str | None = None) -> Loaded:
     """Load either layout, detected from the directory's content."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise CheckpointError(f"{root}: model directory not found")
     dev, dt = default_device_dtype(device, dtype)
     if is_official_layout(root):
-        return load_official(root, variant, Path(llm) if llm else None, dev, dt)
+        return load_official(root, variant, Path(llm) if llm else None, dev, dt, attn_implementation)
     if is_native_format(root):
         if variant:
             raise CheckpointError(f"{root}: --variant applies to the official layout only")
-        return load_native(root, dev, dt)
+        return load_native(root, dev, dt, attn_implementation)
     raise CheckpointError(
         f"{root}: neither the official release layout ({ENCODER_DIR}/{ENCODER_FILE}) nor a mooer model "
         f"directory (config.json with 'mooer_format')")

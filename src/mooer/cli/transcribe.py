@@ -21,11 +21,22 @@ examples:
   mooer transcribe --scp wav.scp --format tsv --output hyp.tsv --batch-size 16
   mooer transcribe recordings/ --model pretrained_models --variant asr   # official release layout
   mooer transcribe demo.wav --model pretrained_models --preset greedy --beams 1 --max-new-tokens 300
+  mooer transcribe --scp wav.scp --output hyp.jsonl --format jsonl --device cpu --quantize int8
+  torchrun --nproc_per_node 4 -m mooer.cli transcribe --scp wav.scp --output hyp.jsonl --format jsonl
+  mooer transcribe --scp wav.scp --output hyp.jsonl --format jsonl --resume   # skip keys already decoded
+
+long recordings: inputs longer than --max-segment-seconds (30) are cut at pauses by the Silero VAD,
+decoded segment by segment with repetition guards, and stitched; --format srt/vtt writes subtitles.
+  mooer transcribe meeting.mp3 --format srt --output meeting.srt
+  mooer transcribe talks/ --format vtt --output subs/      # several inputs: --output is a directory
 
 formats:
   text   the text of each input, one per line (multitask output keeps its newline)
   tsv    key<TAB>text, newlines escaped as \\n
-  jsonl  one JSON object per input: key, audio, task, text (+ asr, ast for asr_ast; error if it failed)
+  jsonl  one JSON object per input: key, audio, task, text (+ asr, ast for asr_ast; segments for long
+         inputs; error if it failed)
+  srt, vtt  subtitles (one cue per VAD segment; a short input is one cue); for asr_ast the cues hold
+         the transcript and the translation on two lines
 """
 
 
@@ -51,8 +62,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         g.add_argument("--repetition-penalty", type=float, help="override the repetition penalty (1.0 = none)")
         g.add_argument("--no-repeat-ngram-size", type=int, help="forbid repeating n-grams of this size (0 = off)")
         g.add_argument("--batch-size", type=int, default=8, help="inputs decoded together (default: 8)")
+        s = p.add_argument_group("speed")
+        s.add_argument("--quantize", choices=["int8"],
+                       help="int8 dynamic quantisation of the LLM (CPU, float32; faster, results not identical)")
+        s.add_argument("--compile", action="store_true",
+                       help="CUDA: static KV cache + torch.compile (slow first batches; results not identical)")
+        s.add_argument("--resume", action="store_true",
+                       help="with --output: skip inputs already in the output or in its .rank* files of an "
+                            "interrupted run; results are written incrementally (also under torchrun)")
         o = p.add_argument_group("output")
-        o.add_argument("--format", "-f", choices=["text", "tsv", "jsonl"], default="text",
+        lf = p.add_argument_group("long recordings")
+        lf.add_argument("--long-form", choices=["auto", "on", "off"], default="auto",
+                        help="VAD segmentation: auto = for inputs longer than --max-segment-seconds, on = "
+                             "always, off = never (decode whole, as the official code) (default: auto)")
+        lf.add_argument("--max-segment-seconds", type=float, default=30.0,
+                        help="longest VAD segment; longer speech is split at its quietest point (default: 30)")
+        lf.add_argument("--no-guard", action="store_true",
+                        help="long-form: keep degenerate segment outputs (no stricter retry, no loop cut)")
+        o.add_argument("--format", "-f", choices=["text", "tsv", "jsonl", "srt", "vtt"], default="text",
                        help="output format (default: text)")
         o.add_argument("--output", "-o", metavar="FILE", help="write results here instead of stdout")
         p.set_defaults(func=run, fixed_task=task)
@@ -109,19 +136,93 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         print("mooer: error: no input; give audio files, a directory, or --scp FILE", file=sys.stderr)
         return 2
+    from mooer.parallel import dist_info
+
+    info = dist_info()  # set by torchrun: each rank decodes a shard, rank 0 merges
+    sharded = info.distributed or args.resume
+    if sharded and not args.output:
+        print("mooer: error: --resume and torchrun need --output FILE", file=sys.stderr)
+        return 2
+    if info.distributed and args.device is None:
+        import torch
+
+        if torch.cuda.is_available():
+            args.device = f"cuda:{info.local_rank}"
     model = load_model(args)
+    if args.quantize:
+        from mooer.speed import quantize_llm
+
+        quantize_llm(model, args.quantize)
+    if args.compile:
+        from mooer.speed import compile_model
+
+        compile_model(model)
     task = args.fixed_task or getattr(args, "task", None)
     options = get_preset(args.preset).replace(
         num_beams=args.beams, max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
         no_repeat_ngram_size=args.no_repeat_ngram_size)
+    progress = len(paths) > 1 and info.rank == 0
+    if sharded:
+        from mooer.parallel import run_sharded
+
+        results = run_sharded(model, paths, keys, args.output, resume=args.resume, info=info,
+                              keyed_output=args.format != "text",
+                              write=lambda rs, out: write_results(rs, args.format, out),
+                              task=task, batch_size=args.batch_size, decoding=options, progress=progress,
+                              long_form=long_form_options(args))
+        if results is None:  # not rank 0: rank 0 writes the output and reports
+            return 0
+        return _report(results)
+    if args.format in ("srt", "vtt") and len(paths) > 1 and not args.output:
+        print("mooer: error: subtitles for several inputs need --output DIR", file=sys.stderr)
+        return 2
     results = model.transcribe(paths, task=task, batch_size=args.batch_size, decoding=options, keys=keys,
-                               progress=len(paths) > 1 and sys.stderr.isatty() or len(paths) > 1)
+                               progress=progress, long_form=long_form_options(args))
+    if args.format in ("srt", "vtt"):
+        write_subtitle_files(results, args.format, args.output, several=len(paths) > 1)
+        return _report(results)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         write_results(results, args.format, out)
     finally:
         if args.output:
             out.close()
+    return _report(results)
+
+
+def long_form_options(args: argparse.Namespace):
+    from mooer.longform import LongFormOptions
+    from mooer.vad import VadOptions
+
+    enabled = {"auto": None, "on": True, "off": False}[args.long_form]
+    opts = LongFormOptions(enabled=enabled, vad=VadOptions(max_segment_s=args.max_segment_seconds))
+    if args.no_guard:
+        opts.guard = None
+    return opts
+
+
+def write_subtitle_files(results, fmt: str, output: str | None, several: bool) -> None:
+    """One SRT/WebVTT document per successful result: stdout, the --output file, or DIR/<key>.<fmt>."""
+    from mooer.subtitles import segments_from_result, to_srt, to_vtt
+
+    render = to_srt if fmt == "srt" else to_vtt
+    for r in results:
+        if r.error:
+            continue
+        segments = segments_from_result(r)
+        if r.task == "asr_ast":
+            for seg, part in zip(segments, r.segments or [{"asr": r.asr, "ast": r.ast}]):
+                seg["text"] = f"{part.get('asr', '')}\n{part.get('ast', '')}".strip()
+        text = render(segments)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            path = Path(output) / f"{r.key}.{fmt}" if several else Path(output)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+
+
+def _report(results) -> int:
     failed = [r for r in results if r.error]
     for r in failed:
         print(f"mooer: error: {r.error}", file=sys.stderr)

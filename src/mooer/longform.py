@@ -1,0 +1,148 @@
+"""Long recordings: VAD segments decoded in length-sorted batches, stitched in time order, with guards.
+
+MooER was trained on utterances of at most 20 s and degrades beyond 30 s. An input longer than
+``VadOptions.max_segment_s`` is therefore cut by :func:`mooer.vad.segment_speech` (streaming: a 2-hour file
+is never held as one array nor as one feature matrix), each segment is decoded like a short input, and the
+texts are joined in time order. ``Result.segments`` keeps ``{start, end, text}`` per segment (seconds).
+
+Segments get a generation budget derived from their length (:func:`mooer.guards.max_new_tokens_for`), so an
+output that never ends is cut early, and a long multitask segment is not truncated by a fixed 200. A
+degenerate output (n-gram loop, high compression ratio, length out of proportion to the audio) is decoded
+once more with a stricter setting (:func:`mooer.guards.stricter_decoding`); if it still loops, the looping
+tail is cut. Each decision is recorded in ``Result.notes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+from mooer.decoding import DecodingOptions, Result
+from mooer.features import audio_tokens
+from mooer.guards import RepetitionGuard, check_output, max_new_tokens_for, stricter_decoding, truncate_repetition
+from mooer.tasks import split_multitask
+from mooer.vad import Segment, VadOptions, iter_segment_audio, segment_speech
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mooer.api import MooER
+
+
+@dataclass
+class LongFormOptions:
+    """When and how long inputs are segmented.
+
+    ``enabled``: ``None`` = automatically for inputs longer than ``vad.max_segment_s``; ``True`` = always
+    segment; ``False`` = never (decode the whole input at once, as the official code does).
+    ``guard``: the repetition/hallucination guard on segment outputs (None = the defaults).
+    ``window``: how many segments are featurised at a time (bounds memory); sorted by length inside it.
+    """
+
+    enabled: bool | None = None
+    vad: VadOptions = field(default_factory=VadOptions)
+    guard: RepetitionGuard | None = field(default_factory=RepetitionGuard)
+    window: int = 64
+
+    def applies(self, seconds: float) -> bool:
+        if self.enabled is None:
+            return seconds > self.vad.max_segment_s
+        return self.enabled
+
+
+def join_texts(parts: list[str]) -> str:
+    """Join segment texts: a space between two Latin/digit ends, nothing between CJK text."""
+    out = ""
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        if out and (out[-1].isascii() and out[-1].isalnum() or part[0].isascii() and part[0].isalnum()
+                    or out[-1] in ".,;:!?"):
+            out += " "
+        out += part
+    return out
+
+
+@dataclass
+class _Piece:
+    segment: Segment
+    features: Any
+    ids: list[int] = field(default_factory=list)
+    text: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _windows(model: "MooER", source: Any, segments: list[Segment], size: int) -> Iterator[list[_Piece]]:
+    window: list[_Piece] = []
+    for seg, wave in iter_segment_audio(source, segments):
+        if len(wave) < 400:
+            continue
+        feats = model.features(wave)
+        if audio_tokens(feats.shape[0], model.downsample) == 0:
+            continue
+        window.append(_Piece(seg, feats))
+        if len(window) >= size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def _guarded(model: "MooER", piece: _Piece, task: str, options: DecodingOptions, guard: RepetitionGuard | None,
+             budget: int) -> None:
+    """Check one decoded piece; retry stricter, then cut a looping tail, noting what was done."""
+    if guard is None:
+        return
+    content = [t for t in piece.ids if t != model.model.eos_id]
+    verdict = check_output(piece.text, content, piece.segment.duration, guard)
+    if verdict.ok:
+        return
+    where = f"{piece.segment.start:.2f}-{piece.segment.end:.2f}s"
+    piece.notes.append(f"guard at {where}: {'; '.join(verdict.reasons)}; retried with stricter decoding")
+    strict = stricter_decoding(options)
+    ids = model.decode_batch([piece.features], task, strict, max_new_tokens=budget)[0]
+    text = model.text_of(ids)
+    again = check_output(text, [t for t in ids if t != model.model.eos_id], piece.segment.duration, guard)
+    piece.ids, piece.text = ids, text
+    if not again.ok:
+        piece.text = truncate_repetition(text, guard)
+        piece.notes.append(f"guard at {where}: still degenerate after the retry ({'; '.join(again.reasons)}); "
+                           f"looping tail cut")
+
+
+def transcribe_long(model: "MooER", source: Any, *, key: str, name: str, duration: float, task: str,
+                    options: DecodingOptions, batch_size: int, long_form: LongFormOptions) -> Result:
+    """Segment ``source`` with the VAD, decode the segments, and stitch one :class:`Result`."""
+    segments = segment_speech(source, long_form.vad)
+    pieces: list[_Piece] = []
+    for window in _windows(model, source, segments, long_form.window):
+        ordered = sorted(window, key=lambda p: -p.features.shape[0])
+        for start in range(0, len(ordered), batch_size):
+            batch = ordered[start : start + batch_size]
+            budget = max(max_new_tokens_for(p.segment.duration, long_form.guard) for p in batch)
+            rows = model.decode_batch([p.features for p in batch], task, options, max_new_tokens=budget)
+            for piece, ids in zip(batch, rows):
+                piece.ids, piece.text = ids, model.text_of(ids)
+                _guarded(model, piece, task, options, long_form.guard, budget)
+            for piece in batch:
+                piece.features = None  # free memory as soon as a piece is decoded
+        pieces.extend(window)
+    pieces.sort(key=lambda p: p.segment.start)
+
+    result = Result(key=key, audio=name, task=task, duration=round(duration, 3), segments=[])
+    transcripts, translations, texts = [], [], []
+    for p in pieces:
+        entry = {"start": round(p.segment.start, 3), "end": round(p.segment.end, 3), "text": p.text}
+        if task == "asr_ast":
+            entry["asr"], entry["ast"] = split_multitask(p.text)
+            transcripts.append(entry["asr"])
+            translations.append(entry["ast"])
+        texts.append(p.text)
+        result.segments.append(entry)
+        result.token_ids.extend(p.ids)
+        result.notes.extend(p.notes)
+    if task == "asr_ast":
+        result.asr, result.ast = join_texts(transcripts), join_texts(translations)
+        result.text = f"{result.asr}\n{result.ast}"
+    else:
+        result.text = join_texts(texts)
+    result.notes.insert(0, f"long input ({duration:.1f} s): {len(pieces)} VAD segments")
+    return result

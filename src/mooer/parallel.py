@@ -1,0 +1,246 @@
+"""Decoding a large list of inputs in several processes, resumably.
+
+Launch the CLI under ``torchrun`` (one process per GPU, or a few per CPU machine)::
+
+    torchrun --nproc_per_node 4 -m mooer.cli transcribe --scp wav.scp --output hyp.jsonl --format jsonl
+
+(``torchrun --no-python --nproc_per_node 4 mooer transcribe ...`` runs the console script instead).
+Every rank:
+
+1. reads the keys that are already decoded (with ``resume``): successful records of the final output and of
+   every ``OUTPUT.rank*`` file left by an interrupted run (a truncated last line is ignored; records with
+   an ``error`` are decoded again);
+2. waits for the others (a gloo barrier), so that all ranks agree on what is left;
+3. takes its strided shard of what is left (input ``i`` goes to rank ``i % world_size``) and decodes it in
+   windows of ``window`` inputs (length-sorted batches inside each window), appending one JSON line per
+   result to ``OUTPUT.rank{r}`` and flushing after every batch;
+4. waits for the others; rank 0 then writes ``OUTPUT`` in input order, in the requested format, atomically
+   (a temporary file renamed into place), and deletes the rank files.
+
+Without torchrun (``WORLD_SIZE`` unset) the same code runs as a single rank, which is what ``--resume``
+uses for a one-process run. Rank files are always JSON lines (the key is needed to resume and to merge),
+whatever the final format is.
+"""
+
+from __future__ import annotations
+
+import datetime
+import glob
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, TextIO
+
+from mooer.decoding import Result
+
+__all__ = ["DistInfo", "dist_info", "shard", "rank_file", "read_records", "run_sharded"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def dist_info(env: dict | None = None) -> DistInfo:
+    """Rank, world size and local rank from the torchrun environment (single process when unset)."""
+    env = os.environ if env is None else env
+    world = int(env.get("WORLD_SIZE", "1") or 1)
+    rank = int(env.get("RANK", "0") or 0)
+    local = int(env.get("LOCAL_RANK", str(rank)) or 0)
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return DistInfo(rank, world, local)
+
+
+def shard(n: int, rank: int, world_size: int, strided: bool = True) -> list[int]:
+    """Positions of ``n`` items that ``rank`` takes: every ``world_size``-th (strided, balances lengths when
+    the list is sorted) or one contiguous block."""
+    if strided:
+        return list(range(rank, n, world_size))
+    per, extra = divmod(n, world_size)
+    start = rank * per + min(rank, extra)
+    return list(range(start, start + per + (rank < extra)))
+
+
+def rank_file(output: str | os.PathLike, rank: int) -> Path:
+    return Path(f"{output}.rank{rank}")
+
+
+def _parse_line(line: str) -> dict | None:
+    """A record from a JSON line or a ``key<TAB>text`` line; None for anything unreadable (a cut line)."""
+    line = line.rstrip("\n")
+    if not line.strip():
+        return None
+    if line.lstrip().startswith("{"):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) and "key" in record else None
+    if "\t" in line:
+        key, text = line.split("\t", 1)
+        text = text.replace("\\n", "\n").replace("\\\\", "\\")  # inverse of the tsv writer's escaping
+        return {"key": key, "text": text}
+    return None
+
+
+def read_records(paths: Iterable[str | os.PathLike]) -> dict[str, dict]:
+    """Successful records (no ``error``) by key from JSON-lines / tsv files; later files win."""
+    records: dict[str, dict] = {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = f.readlines()
+        except FileNotFoundError:
+            continue
+        if lines and not lines[-1].endswith("\n"):  # cut off mid-line by an interruption
+            lines = lines[:-1]
+        for line in lines:
+            record = _parse_line(line)
+            if record is not None and not record.get("error"):
+                records[str(record["key"])] = record
+    return records
+
+
+def _existing_rank_files(output: str | os.PathLike) -> list[Path]:
+    pattern = glob.escape(str(output)) + ".rank*"
+    return sorted((Path(p) for p in glob.glob(pattern) if p.rsplit(".rank", 1)[-1].isdigit()),
+                  key=lambda p: int(str(p).rsplit(".rank", 1)[-1]))
+
+
+def _result_from_record(record: dict) -> Result:
+    fields = {k: v for k, v in record.items() if k in Result.__dataclass_fields__}
+    fields.setdefault("audio", "")
+    fields.setdefault("task", "")
+    return Result(**fields)
+
+
+class _Group:
+    """gloo process group for the barriers (nothing when running alone)."""
+
+    def __init__(self, info: DistInfo, timeout_s: float):
+        self.info = info
+        self.owned = False
+        if info.distributed:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("gloo", rank=info.rank, world_size=info.world_size,
+                                        timeout=datetime.timedelta(seconds=timeout_s))
+                self.owned = True
+
+    def barrier(self) -> None:
+        if self.info.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def run_sharded(
+    model,
+    paths: Sequence,
+    keys: Sequence[str],
+    output: str | os.PathLike,
+    *,
+    write: Callable[[Iterable[Result], TextIO], None],
+    resume: bool = False,
+    keyed_output: bool = True,
+    info: DistInfo | None = None,
+    window: int = 512,
+    log: TextIO | str | None = "stderr",
+    **transcribe_kwargs,
+) -> list[Result] | None:
+    """Decode this rank's share of ``paths`` (see the module docstring); rank 0 merges and returns all
+    results in input order (records taken over from an earlier run included), other ranks return None.
+
+    ``keyed_output`` says whether the final output names its keys (jsonl, tsv) and so can be resumed from;
+    a plain-text output cannot (only the rank files of an interrupted run are used then).
+    ``write(results, file)`` writes the final output in the requested format; ``transcribe_kwargs`` go to
+    :meth:`MooER.transcribe` (task, batch_size, decoding, ...). The barrier timeout is
+    ``MOOER_DIST_TIMEOUT`` seconds (default 24 h: a shard can take long). A line saying how much is left
+    goes to ``log`` (standard error by default; None for none).
+    """
+    info = info or dist_info()
+    if log == "stderr":
+        log = sys.stderr  # looked up at call time (redirections, pytest's capture)
+    if len(paths) != len(keys):
+        raise ValueError(f"{len(keys)} keys for {len(paths)} inputs")
+    output = Path(output)
+    group = _Group(info, float(os.environ.get("MOOER_DIST_TIMEOUT", 24 * 3600)))
+    try:
+        done: dict[str, dict] = {}
+        if resume:
+            done = read_records([*([output] if keyed_output else []), *_existing_rank_files(output)])
+        group.barrier()  # everyone has read the old files before anyone writes
+        todo = [i for i in range(len(paths)) if str(keys[i]) not in done]
+        mine = [todo[j] for j in shard(len(todo), info.rank, info.world_size)]
+        if log is not None and (resume or info.distributed):
+            print(f"mooer: rank {info.rank}/{info.world_size}: {len(paths)} inputs, {len(done)} already decoded, "
+                  f"{len(mine)} to decode here", file=log)
+
+        own = rank_file(output, info.rank)
+        own.parent.mkdir(parents=True, exist_ok=True)
+        mode = "a" if resume else "w"
+        with open(own, mode, encoding="utf-8") as f:
+            if resume and f.tell() > 0:
+                with open(own, "rb") as r:  # a cut last line must not swallow the next record
+                    r.seek(-1, os.SEEK_END)
+                    if r.read(1) != b"\n":
+                        f.write("\n")
+
+            def append(results: list[Result]) -> None:
+                for r in results:
+                    f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+                f.flush()
+
+            for start in range(0, len(mine), window):
+                part = mine[start : start + window]
+                model.transcribe([paths[i] for i in part], keys=[keys[i] for i in part], on_results=append,
+                                 **transcribe_kwargs)
+        group.barrier()  # every rank file is complete
+        if info.rank != 0:
+            return None
+
+        rank_files = _existing_rank_files(output) if resume else [rank_file(output, r)
+                                                                 for r in range(info.world_size)]
+        records = dict(done)
+        errors: dict[str, dict] = {}
+        for path in rank_files:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    record = _parse_line(line)
+                    if record is None:
+                        continue
+                    if record.get("error"):
+                        errors[str(record["key"])] = record
+                    else:
+                        records[str(record["key"])] = record
+        results = []
+        for i, key in enumerate(keys):
+            record = records.get(str(key)) or errors.get(str(key))
+            if record is None:  # cannot happen unless a rank file was removed under our feet
+                record = {"key": str(key), "audio": str(paths[i]), "error": "no result was written for this input"}
+            results.append(_result_from_record(record))
+        tmp = output.with_name(output.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as out:
+            write(results, out)
+        os.replace(tmp, output)
+        for path in rank_files:
+            path.unlink(missing_ok=True)
+        return results
+    finally:
+        group.close()
