@@ -573,3 +573,39 @@ def test_settings_validation():
     with pytest.raises(ConfigError):
         ServeSettings(api_key="  ")
     assert ServeSettings(api_key="k").public()["api_key"] is True
+
+
+# --------------------------------------------------------------------------------------- long uploads
+
+
+def test_long_upload_is_segmented_and_timed(model):
+    """An upload over 30 s is cut by the VAD; each segment is a batcher job; subtitles follow the pieces."""
+    from mooer.audio import load_audio
+    from mooer.longform import LongFormOptions
+
+    rng = np.random.default_rng(1)
+    parts = []
+    for clip in ("zh1", "en1", "zh2", "demo", "zh1", "en1", "zh2"):
+        parts += [(rng.standard_normal(40000) * 1e-3).astype(np.float32), load_audio(wav(clip))]
+    parts.append(np.zeros(16000, dtype=np.float32))
+    audio = np.concatenate(parts)
+    assert len(audio) / 16000 > 30
+    buf = io.BytesIO()
+    sf.write(buf, audio, 16000, format="FLAC")
+    app = create_app(model, ServeSettings(max_audio_seconds=120.0, timeout_s=300))
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=300) as http_:
+        r = http_.post("/v1/audio/transcriptions", files={"file": ("long.flac", buf.getvalue())},
+                       data={"response_format": "verbose_json"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["segments"]) == 7
+        starts = [s["start"] for s in body["segments"]]
+        assert starts == sorted(starts) and body["segments"][-1]["end"] <= body["duration"]
+        expected_text = model.transcribe(audio, task="asr", long_form=LongFormOptions(enabled=True))[0].text
+        assert body["text"] == expected_text  # the same pieces and decoding as the library
+        srt = http_.post("/v1/audio/transcriptions", files={"file": ("long.flac", buf.getvalue())},
+                         data={"response_format": "srt"}).text
+        assert srt.count(" --> ") == 7
+        stream = http_.post("/v1/mooer/transcribe", files={"file": ("long.flac", buf.getvalue())},
+                            data={"stream": "true"})
+        assert stream.status_code == 400 and "stream" in stream.json()["error"]["message"]

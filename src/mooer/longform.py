@@ -15,7 +15,7 @@ tail is cut. Each decision is recorded in ``Result.notes``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from mooer.decoding import DecodingOptions, Result
 from mooer.features import audio_tokens
@@ -86,8 +86,13 @@ def _windows(model: "MooER", source: Any, segments: list[Segment], size: int) ->
         yield window
 
 
-def _guarded(model: "MooER", piece: _Piece, task: str, options: DecodingOptions, guard: RepetitionGuard | None,
-             budget: int) -> None:
+#: ``decode(features_list, task, options, max_new_tokens) -> ids per row``: one model call. The default is
+#: ``MooER.decode_batch``; the server passes one that queues the segments on its micro-batcher.
+Decode = Callable[[Sequence[Any], str, DecodingOptions, int], list[list[int]]]
+
+
+def _guarded(model: "MooER", decode: Decode, piece: _Piece, task: str, options: DecodingOptions,
+             guard: RepetitionGuard | None, budget: int) -> None:
     """Check one decoded piece; retry stricter, then cut a looping tail, noting what was done."""
     if guard is None:
         return
@@ -98,7 +103,7 @@ def _guarded(model: "MooER", piece: _Piece, task: str, options: DecodingOptions,
     where = f"{piece.segment.start:.2f}-{piece.segment.end:.2f}s"
     piece.notes.append(f"guard at {where}: {'; '.join(verdict.reasons)}; retried with stricter decoding")
     strict = stricter_decoding(options)
-    ids = model.decode_batch([piece.features], task, strict, max_new_tokens=budget)[0]
+    ids = decode([piece.features], task, strict, budget)[0]
     text = model.text_of(ids)
     again = check_output(text, [t for t in ids if t != model.model.eos_id], piece.segment.duration, guard)
     piece.ids, piece.text = ids, text
@@ -109,8 +114,12 @@ def _guarded(model: "MooER", piece: _Piece, task: str, options: DecodingOptions,
 
 
 def transcribe_long(model: "MooER", source: Any, *, key: str, name: str, duration: float, task: str,
-                    options: DecodingOptions, batch_size: int, long_form: LongFormOptions) -> Result:
+                    options: DecodingOptions, batch_size: int, long_form: LongFormOptions,
+                    decode: Decode | None = None) -> Result:
     """Segment ``source`` with the VAD, decode the segments, and stitch one :class:`Result`."""
+    if decode is None:
+        def decode(features, task_, opts, budget):
+            return model.decode_batch(features, task_, opts, max_new_tokens=budget)
     segments = segment_speech(source, long_form.vad)
     pieces: list[_Piece] = []
     for window in _windows(model, source, segments, long_form.window):
@@ -118,10 +127,10 @@ def transcribe_long(model: "MooER", source: Any, *, key: str, name: str, duratio
         for start in range(0, len(ordered), batch_size):
             batch = ordered[start : start + batch_size]
             budget = max(max_new_tokens_for(p.segment.duration, long_form.guard) for p in batch)
-            rows = model.decode_batch([p.features for p in batch], task, options, max_new_tokens=budget)
+            rows = decode([p.features for p in batch], task, options, budget)
             for piece, ids in zip(batch, rows):
                 piece.ids, piece.text = ids, model.text_of(ids)
-                _guarded(model, piece, task, options, long_form.guard, budget)
+                _guarded(model, decode, piece, task, options, long_form.guard, budget)
             for piece in batch:
                 piece.features = None  # free memory as soon as a piece is decoded
         pieces.extend(window)

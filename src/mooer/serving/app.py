@@ -65,6 +65,7 @@ from mooer.errors import AudioError
 from mooer.prompting import split_multitask
 from mooer.serving.batcher import MicroBatcher, ServerBusy, TokenStreamer
 from mooer.serving.settings import ServeSettings
+from mooer.longform import LongFormOptions, transcribe_long
 from mooer.subtitles import segments_from_result, to_srt, to_vtt
 
 log = logging.getLogger("mooer.serving")
@@ -196,8 +197,9 @@ class _Guard:
 @dataclass
 class _Upload:
     name: str
-    features: torch.Tensor
+    features: torch.Tensor | None  # None: a long upload, decoded segment by segment (mooer.longform)
     duration: float
+    data: bytes | None = None
 
 
 def _clean_reason(reason: str) -> str:
@@ -259,6 +261,7 @@ class _Service:
         self.model = model
         self.settings = settings
         self.batcher = batcher
+        self.long_form = LongFormOptions()  # uploads over 30 s: VAD segments, each a job of the batcher
 
     # ----------------------------------------------------------------------------------------- input
     def check_task(self, task: str) -> str:
@@ -288,6 +291,8 @@ class _Service:
             if info.duration > limit + 1e-3:
                 raise ApiError(400, too_long.format(name=name, seconds=info.duration, limit=limit),
                                code="audio_too_long", param="file")
+            if self.long_form.applies(info.duration):
+                return _Upload(name, None, info.duration, data)
             features, seconds = self.model.featurize(data, name)
         except AudioError as e:
             raise ApiError(400, f"{name}: {_clean_reason(e.reason)}", code="invalid_audio", param="file") from None
@@ -320,10 +325,26 @@ class _Service:
             res.asr, res.ast = split_multitask(text)
         return res
 
+    def _decode_segments(self, features, task: str, options, budget: int) -> list[list[int]]:
+        """Long uploads (in a worker thread): queue each segment on the batcher and wait for all."""
+        try:
+            futures = [self.batcher.submit(f, task, options.replace(max_new_tokens=budget)) for f in features]
+        except ServerBusy as e:
+            raise ApiError(503, f"Server busy: {e}", code="server_busy") from None
+        return [f.result(timeout=self.settings.timeout_s) for f in futures]
+
+    def _run_long(self, item: _Upload, task: str, preset: str) -> Result:
+        return transcribe_long(self.model, item.data, key=Path(item.name).stem, name=item.name,
+                               duration=item.duration, task=task, options=PRESETS[preset],
+                               batch_size=self.settings.max_batch_size, long_form=self.long_form,
+                               decode=self._decode_segments)
+
     async def run(self, upload: UploadFile | None, task: str, preset: str) -> Result:
         """Featurise, decode in a batch, and build the result, all within the request timeout."""
         async def work() -> Result:
             item = await self.featurize(upload)
+            if item.features is None:
+                return await run_in_threadpool(self._run_long, item, task, preset)
             ids = await asyncio.wrap_future(self.submit(item, task, preset))  # cancelled with this task
             return self.result(item, task, ids)
 
@@ -343,6 +364,10 @@ class _Service:
         ``events(None, delta, None)`` is a text piece, ``events(result, None, None)`` the final event and
         ``events(None, None, error)`` a failure after the response started.
         """
+        if item.features is None:
+            raise ApiError(400, f"{item.name}: streaming is for recordings up to "
+                                f"{self.long_form.vad.max_segment_s:g} s; send longer ones without stream.",
+                           code="audio_too_long_for_stream", param="stream")
         streamer = TokenStreamer(self.model.tokenizer, timeout=self.settings.timeout_s)
         future = self.submit(item, task, "greedy", streamer)
 

@@ -23,8 +23,10 @@ class ServeSettings:
             (401 otherwise). ``/``, ``/static`` and ``/health`` stay open.
         max_upload_mb: largest accepted upload (MiB). Bigger requests get 413, as soon as the
             ``Content-Length`` header or the bytes received so far exceed it.
-        max_audio_seconds: longest accepted audio. MooER was trained on utterances under 20 s and
-            degrades past ~30 s; longer input gets 400 ``audio_too_long``.
+        max_audio_seconds: longest accepted audio; longer input gets 400 ``audio_too_long``. MooER was
+            trained on utterances under 20 s: uploads over 30 s are cut at pauses by the VAD and each
+            segment is decoded as its own batcher job (``verbose_json``/``srt``/``vtt`` then carry one
+            segment per piece); streaming takes at most 30 s.
         batch_window_ms: how long the batcher waits for more requests after the first one arrives.
         max_batch_size: most requests decoded in one model call.
         max_queue: most requests waiting for the model; more get 503 ``server_busy``.
@@ -36,7 +38,7 @@ class ServeSettings:
     model_name: str = "mooer"
     api_key: str | None = None
     max_upload_mb: float = 25.0
-    max_audio_seconds: float = 30.0
+    max_audio_seconds: float = 600.0
     batch_window_ms: float = 20.0
     max_batch_size: int = 8
     max_queue: int = 256
