@@ -5,9 +5,9 @@
 #   stage 0  system + Python dependencies (espeak-ng, flite, sox; pypinyin)
 #   stage 1  corpus: split by sentence, synthesise 16 kHz WAVs, write manifests   (make_corpus.py)
 #   stage 2  tokenizer: Qwen2-style byte-level BPE on the training split           (make_tokenizer.py)
-#   stage 3  train                   [PLACEHOLDER: `mooer train`, needs conf/demo.yaml]
-#   stage 4  decode + score dev/test [PLACEHOLDER until a trained model exists]
-#   stage 5  export into src/mooer/assets/default-model [PLACEHOLDER]
+#   stage 3  train (two `mooer train` runs, conf/demo.yaml)
+#   stage 4  decode + score the test split (CER, WER, BLEU)
+#   stage 5  install the model as src/mooer/assets/default-model
 #
 # Usage (from the repository root or from anywhere):
 #   recipes/synthetic/run.sh                          # everything
@@ -82,42 +82,41 @@ if run_stage 2; then
 fi
 
 if run_stage 3; then
-  # PLACEHOLDER: conf/demo.yaml (model size, schedule) is not written yet. The corpus, tokenizer and
-  # output locations are passed as overrides so they follow --data/--exp; the export lands in $exp/model.
+  # Two runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
+  # 3 epochs; (b) a continuation from (a)'s export with a fresh cosine schedule, 2 epochs.
   log 3 "train -> $exp"
-  [[ -f $config ]] || { echo "run.sh: training config $config does not exist yet" >&2; exit 1; }
-  timed mooer train --config "$config" train.exp_dir="$exp" data.train="$data/train.jsonl" \
-    data.dev="$data/dev.jsonl" model.tokenizer_path="$data/tokenizer" export.dir="$exp/model"
+  timed mooer train --config "$config" train.exp_dir="$exp/stage1" data.train="$data/train.jsonl" \
+    data.dev="$data/dev.jsonl" model.tokenizer_path="$data/tokenizer"
+  timed mooer train --config "$config" train.exp_dir="$exp/stage2" data.train="$data/train.jsonl" \
+    data.dev="$data/dev.jsonl" model.init_from="$exp/stage1/export/mooer" model.cmvn=null \
+    model.llm_config=null 'model.encoder={}' model.tokenizer_path=null optim.lr=1.5e-3 optim.warmup_steps=50 \
+    train.epochs=2
 fi
 
+model=$exp/stage2/export/mooer
+
 if run_stage 4; then
-  # PLACEHOLDER until stage 3 produces $exp/model. zh: CER (asr) and BLEU (ast); en: WER (asr).
-  for split in dev test; do
-    for lang in zh en; do
-      dir=$exp/decode/${split}_$lang
-      mkdir -p "$dir"
-      log 4 "asr $split $lang"
-      mooer transcribe --model "$exp/model" --scp "$data/${split}_$lang/wav.scp" --task asr \
-        --format tsv --output "$dir/asr.tsv"
-      if [[ $lang == zh ]]; then
-        mooer eval --ref "$data/${split}_zh/text" --hyp "$dir/asr.tsv" --metric cer --json "$dir/cer.json"
-        log 4 "ast $split zh"
-        mooer transcribe --model "$exp/model" --scp "$data/${split}_zh/wav.scp" --task ast \
-          --format tsv --output "$dir/ast.tsv"
-        mooer eval --ref "$data/${split}_zh/text.en" --hyp "$dir/ast.tsv" --task ast --json "$dir/bleu.json"
-      else
-        mooer eval --ref "$data/${split}_en/text" --hyp "$dir/asr.tsv" --metric wer --normalize \
-          --json "$dir/wer.json"
-      fi
-    done
+  # Held-out scoring. zh: CER (asr, asr_ast transcript), BLEU (ast, asr_ast translation); en: WER (asr).
+  for split in test; do
+    dir=$exp/decode/$split
+    mkdir -p "$dir"
+    log 4 "decode $split"
+    mooer transcribe --model "$model" --scp "$data/${split}_zh/wav.scp" --task asr --format jsonl --output "$dir/zh_asr.jsonl"
+    mooer transcribe --model "$model" --scp "$data/${split}_zh/wav.scp" --task ast --format jsonl --output "$dir/zh_ast.jsonl"
+    mooer transcribe --model "$model" --scp "$data/${split}_zh/wav.scp" --task asr_ast --format jsonl --output "$dir/zh_asr_ast.jsonl"
+    mooer transcribe --model "$model" --scp "$data/${split}_en/wav.scp" --task asr --format jsonl --output "$dir/en_asr.jsonl"
+    mooer eval --ref "$data/${split}_zh/text" --hyp "$dir/zh_asr.jsonl" --metric cer --json "$dir/zh_asr.cer.json"
+    mooer eval --ref "$data/${split}_zh/text.en" --hyp "$dir/zh_ast.jsonl" --task ast --metric bleu --json "$dir/zh_ast.bleu.json"
+    mooer eval --ref "$data/${split}_zh/text" --hyp "$dir/zh_asr_ast.jsonl" --task asr --metric cer --json "$dir/zh_asr_ast.cer.json"
+    mooer eval --ref "$data/${split}_zh/text.en" --hyp "$dir/zh_asr_ast.jsonl" --task ast --metric bleu --json "$dir/zh_asr_ast.bleu.json"
+    mooer eval --ref "$data/${split}_en/text" --hyp "$dir/en_asr.jsonl" --metric wer --normalize --json "$dir/en_asr.wer.json"
   done
 fi
 
 if run_stage 5; then
-  # PLACEHOLDER: export the trained model as the package's bundled default model.
   log 5 "export -> src/mooer/assets/default-model"
   rm -rf src/mooer/assets/default-model.new
-  mooer convert "$exp/model" src/mooer/assets/default-model.new
+  mooer convert "$model" src/mooer/assets/default-model.new --dtype bfloat16   # 16 MB instead of 32
   rm -rf src/mooer/assets/default-model
   mv src/mooer/assets/default-model.new src/mooer/assets/default-model
 fi
