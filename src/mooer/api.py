@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from mooer.errors import AudioError, MooerError
 from mooer.features import FeatureExtractor, audio_tokens
 from mooer.prompting import PromptBuilder, collate_tokens, pad_features, split_multitask
 from mooer.speed import TranscribeStats, default_workers, enable_shared_prefill
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mooer.longform import LongFormOptions
 
 AudioInput = Any  # a path, bytes, a file-like object, or a 16 kHz float waveform (np.ndarray / torch.Tensor)
 

@@ -60,7 +60,8 @@ class Loaded:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _torch_load(path: Path) -> dict:
+def torch_load_weights(path: Path) -> dict:
+    """A weights-only ``torch.load`` of a state dict; any failure is a CheckpointError naming the file."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -146,7 +147,7 @@ def merge_lora(llm: torch.nn.Module, lora_dir: Path) -> dict:
     if getattr(config, "use_dora", False):
         raise CheckpointError(f"{config_path}: DoRA adapters are not supported")
     weights = lora_dir / "adapter_model.safetensors"
-    state = load_file(weights) if weights.is_file() else _torch_load(lora_dir / "adapter_model.bin")
+    state = load_file(weights) if weights.is_file() else torch_load_weights(lora_dir / "adapter_model.bin")
     if not weights.is_file():
         weights = lora_dir / "adapter_model.bin"
     config.inference_mode = True
@@ -210,6 +211,52 @@ def is_native_format(path: Path) -> bool:
         return False
 
 
+def load_encoder(path: str | Path) -> SANMEncoder:
+    """A SANM encoder from ``paraformer-encoder.pth`` (or the directory holding it), loaded strictly;
+    its architecture is inferred from the tensor shapes."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ENCODER_FILE
+    state = torch_load_weights(path)
+    try:
+        config = SANMEncoder.config_from_state_dict(state)
+    except KeyError as e:
+        raise CheckpointError(f"{path}: not a SANM encoder state dict (no key {e})") from None
+    encoder = SANMEncoder(config)
+    load_strict(encoder, state, path, "the SANM encoder")
+    return encoder
+
+
+def load_adapter(path: str | Path, encoder: SANMEncoder) -> LinearAdapter:
+    """A LinearAdapter from an official ``adapter_project.pt`` (keys ``encoder_projector.*``), strictly.
+
+    Its sizes and downsample rate are inferred from the shapes. A file that also holds ``encoder.model.*``
+    keys (a release whose encoder was trained too, spec §4) loads them into ``encoder``, strictly.
+    """
+    path = Path(path)
+    state = torch_load_weights(path)
+    enc_override = {k[len(ENCODER_PREFIX_IN_ADAPTER):]: v for k, v in state.items()
+                    if k.startswith(ENCODER_PREFIX_IN_ADAPTER)}
+    if enc_override:
+        load_strict(encoder, {**encoder.state_dict(), **enc_override}, path, "the encoder part")
+    other = sorted(k for k in state if not k.startswith((ADAPTER_PREFIX, ENCODER_PREFIX_IN_ADAPTER)))
+    if other:
+        raise CheckpointError(f"{path}: unexpected keys {other[:10]} (adapter keys start with {ADAPTER_PREFIX!r})")
+    state = {k[len(ADAPTER_PREFIX):]: v for k, v in state.items() if k.startswith(ADAPTER_PREFIX)}
+    try:
+        w1, w2 = state["linear1.weight"], state["linear2.weight"]
+    except KeyError as e:
+        raise CheckpointError(f"{path}: missing key {ADAPTER_PREFIX}{e.args[0]}") from None
+    d_model = encoder.config.d_model
+    if w1.shape[1] % d_model:
+        raise CheckpointError(f"{path}: adapter input {w1.shape[1]} is not a multiple of encoder width {d_model}")
+    config = AdapterConfig(encoder_dim=d_model, llm_dim=w2.shape[0], downsample_rate=w1.shape[1] // d_model,
+                           hidden_dim=w1.shape[0])
+    adapter = LinearAdapter(config)
+    load_strict(adapter, state, path, "the adapter")
+    return adapter
+
+
 def load_official(root: Path, variant: str | None, llm_dir: Path | None, device, dtype,
                   attn_implementation: str | None = None) -> Loaded:
     variants = find_variants(root)
@@ -225,36 +272,10 @@ def load_official(root: Path, variant: str | None, llm_dir: Path | None, device,
         raise CheckpointError(f"{root}: no task directory {variant!r} with {ADAPTER_FILE} (found {variants})")
     task_dir = root / variant
 
-    enc_path = root / ENCODER_DIR / ENCODER_FILE
-    enc_state = _torch_load(enc_path)
-    try:
-        enc_config = SANMEncoder.config_from_state_dict(enc_state)
-    except KeyError as e:
-        raise CheckpointError(f"{enc_path}: not a SANM encoder state dict (no key {e})") from None
-    encoder = SANMEncoder(enc_config)
-    load_strict(encoder, enc_state, enc_path, "the SANM encoder")
-
+    encoder = load_encoder(root / ENCODER_DIR / ENCODER_FILE)
     ad_path = task_dir / ADAPTER_FILE
-    ad_state = _torch_load(ad_path)
-    enc_override = {k[len(ENCODER_PREFIX_IN_ADAPTER):]: v for k, v in ad_state.items()
-                    if k.startswith(ENCODER_PREFIX_IN_ADAPTER)}
-    if enc_override:  # a release whose encoder was trained too (spec §4)
-        load_strict(encoder, {**encoder.state_dict(), **enc_override}, ad_path, "the encoder part")
-    other = sorted(k for k in ad_state if not k.startswith((ADAPTER_PREFIX, ENCODER_PREFIX_IN_ADAPTER)))
-    if other:
-        raise CheckpointError(f"{ad_path}: unexpected keys {other[:10]} (adapter keys start with {ADAPTER_PREFIX!r})")
-    ad_state = {k[len(ADAPTER_PREFIX):]: v for k, v in ad_state.items() if k.startswith(ADAPTER_PREFIX)}
-    try:
-        w1, w2 = ad_state["linear1.weight"], ad_state["linear2.weight"]
-    except KeyError as e:
-        raise CheckpointError(f"{ad_path}: missing key {ADAPTER_PREFIX}{e.args[0]}") from None
-    if w1.shape[1] % enc_config.d_model:
-        raise CheckpointError(f"{ad_path}: adapter input {w1.shape[1]} is not a multiple of encoder width "
-                              f"{enc_config.d_model}")
-    ad_config = AdapterConfig(encoder_dim=enc_config.d_model, llm_dim=w2.shape[0],
-                              downsample_rate=w1.shape[1] // enc_config.d_model, hidden_dim=w1.shape[0])
-    adapter = LinearAdapter(ad_config)
-    load_strict(adapter, ad_state, ad_path, "the adapter")
+    adapter = load_adapter(ad_path, encoder)
+    enc_config, ad_config = encoder.config, adapter.config
 
     llm_dir = Path(llm_dir) if llm_dir else find_llm_dir(root)
     llm, tokenizer = load_llm(llm_dir, dtype, attn_implementation)

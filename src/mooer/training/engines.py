@@ -145,10 +145,10 @@ class Engine:
             torch.save(self.scheduler.state_dict(), directory / "scheduler.pt")
 
     def load_checkpoint(self, directory: Path) -> None:
-        from mooer.checkpoint import _torch_load
+        from mooer.checkpoint import torch_load_weights
         from mooer.errors import CheckpointError
 
-        state = _torch_load(directory / "trainable.pt")
+        state = torch_load_weights(directory / "trainable.pt")
         own = {n: p for n, p in self.module.named_parameters() if p.requires_grad}
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         if missing or unexpected:

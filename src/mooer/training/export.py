@@ -213,9 +213,9 @@ def export_from_checkpoint(cfg: Config, checkpoint: str | Path | None = None,
     if built.cmvn is None:
         raise ConfigError(f"no CMVN: {cmvn_file} is missing and model.cmvn gives none")
     if (ckpt / "trainable.pt").is_file():
-        from mooer.checkpoint import _torch_load
+        from mooer.checkpoint import torch_load_weights
 
-        state = _torch_load(ckpt / "trainable.pt")
+        state = torch_load_weights(ckpt / "trainable.pt")
     elif (ckpt / "deepspeed").is_dir():
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 

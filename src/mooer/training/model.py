@@ -27,16 +27,15 @@ from torch import nn
 
 from mooer.checkpoint import (
     ADAPTER_FILE,
-    ADAPTER_PREFIX,
     CMVN_FILE,
     ENCODER_DIR,
     ENCODER_FILE,
-    _torch_load,
     find_llm_dir,
     is_official_layout,
+    load_adapter,
     load_checkpoint,
+    load_encoder,
     load_llm,
-    load_strict,
 )
 from mooer.errors import CheckpointError, ConfigError
 from mooer.features import Cmvn
@@ -75,44 +74,6 @@ class BuiltModel:
 
 
 # --------------------------------------------------------------------------------------------- parts
-
-
-def load_encoder(path: str | Path) -> tuple[SANMEncoder, Path]:
-    """A SANM encoder from ``paraformer-encoder.pth`` (or the directory holding it), loaded strictly."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / ENCODER_FILE
-    state = _torch_load(path)
-    try:
-        config = SANMEncoder.config_from_state_dict(state)
-    except KeyError as e:
-        raise CheckpointError(f"{path}: not a SANM encoder state dict (no key {e})") from None
-    encoder = SANMEncoder(config)
-    load_strict(encoder, state, path, "the SANM encoder")
-    return encoder, path
-
-
-def load_adapter(path: str | Path, encoder_dim: int) -> LinearAdapter:
-    """A LinearAdapter from an official ``adapter_project.pt`` (keys ``encoder_projector.*``), strictly."""
-    path = Path(path)
-    state = _torch_load(path)
-    other = sorted(k for k in state if not k.startswith(ADAPTER_PREFIX))
-    if other:
-        raise CheckpointError(f"{path}: keys {other[:5]} are not adapter keys ({ADAPTER_PREFIX}*); "
-                              f"an adapter file with encoder weights cannot be used as model.adapter_path")
-    state = {k[len(ADAPTER_PREFIX):]: v for k, v in state.items()}
-    try:
-        w1, w2 = state["linear1.weight"], state["linear2.weight"]
-    except KeyError as e:
-        raise CheckpointError(f"{path}: missing key {ADAPTER_PREFIX}{e.args[0]}") from None
-    if w1.shape[1] % encoder_dim:
-        raise CheckpointError(f"{path}: adapter input {w1.shape[1]} is not a multiple of the encoder width "
-                              f"{encoder_dim}")
-    config = AdapterConfig(encoder_dim=encoder_dim, llm_dim=w2.shape[0], downsample_rate=w1.shape[1] // encoder_dim,
-                           hidden_dim=w1.shape[0])
-    adapter = LinearAdapter(config)
-    load_strict(adapter, state, path, "the adapter")
-    return adapter
 
 
 def build_llm_from_config(llm_config: dict, tokenizer_path: str, dtype: torch.dtype):
@@ -213,7 +174,8 @@ def build_model(cfg: ModelConfig, device: torch.device, frozen_dtype: torch.dtyp
             source["init_from"] = {"format": "official", "path": str(init_from), "variant": variant,
                                    "lora": "continued"}
         if encoder_path:
-            encoder, enc_file = load_encoder(encoder_path)
+            encoder = load_encoder(encoder_path)
+            enc_file = Path(encoder_path) / ENCODER_FILE if Path(encoder_path).is_dir() else Path(encoder_path)
             cmvn_default = cmvn_default or enc_file.parent / CMVN_FILE
             source["encoder"] = str(enc_file)
         else:
@@ -233,7 +195,7 @@ def build_model(cfg: ModelConfig, device: torch.device, frozen_dtype: torch.dtyp
             raise ConfigError("the model needs an LLM: set model.init_from, model.llm_path or model.llm_config")
         llm_dim = llm.get_input_embeddings().weight.shape[1]
         if adapter_path:
-            adapter = load_adapter(adapter_path, encoder.config.d_model)
+            adapter = load_adapter(adapter_path, encoder)
             source["adapter"] = str(adapter_path)
         else:
             adapter = LinearAdapter(AdapterConfig(encoder_dim=encoder.config.d_model, llm_dim=llm_dim,
