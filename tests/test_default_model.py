@@ -1,0 +1,39 @@
+"""The bundled default model: it ships inside the package, loads without any path, and transcribes."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+from mooer.assets import ASSETS, default_model_path, sample_path
+
+
+def samples() -> dict[str, dict]:
+    with open(ASSETS / "samples.tsv", encoding="utf-8") as f:
+        return {row["file"]: row for row in csv.DictReader(f, delimiter="\t")}
+
+
+def test_default_model_is_small_and_in_the_package():
+    path = default_model_path()
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    assert size <= 25 * 2**20, f"default model is {size / 2**20:.1f} MB"
+    assert sample_path().is_file() and set(samples()) == {"sample_zh.wav", "sample_en.wav"}
+
+
+def test_default_model_loads_and_knows_all_tasks():
+    from mooer.api import MooER
+
+    model = MooER.from_pretrained(device="cpu")
+    assert model.tasks == ["asr", "ast", "asr_ast"] and model.default_task == "asr"
+    res = model.transcribe([sample_path("sample_zh.wav"), sample_path("sample_en.wav")], task="asr_ast",
+                           decoding="greedy")
+    assert all(r.error is None and r.text for r in res)
+    assert res[0].asr is not None and res[0].ast is not None
+
+
+def test_readme_main_command_runs_without_model_argument():
+    out = subprocess.run([sys.executable, "-m", "mooer.cli", "transcribe", str(sample_path())],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()
