@@ -25,7 +25,7 @@ def test_default_model_loads_and_knows_all_tasks():
     from mooer.api import MooER
 
     model = MooER.from_pretrained(device="cpu")
-    assert model.tasks == ["asr", "ast", "asr_ast"] and model.default_task == "asr"
+    assert model.tasks == ["asr", "asr_ast", "ast"] and model.default_task == "asr"
     res = model.transcribe([sample_path("sample_zh.wav"), sample_path("sample_en.wav")], task="asr_ast",
                            decoding="greedy")
     assert all(r.error is None and r.text for r in res)
