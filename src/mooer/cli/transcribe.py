@@ -143,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
     if sharded and not args.output:
         print("mooer: error: --resume and torchrun need --output FILE", file=sys.stderr)
         return 2
+    if sharded and args.format in ("srt", "vtt"):
+        print("mooer: error: --resume and torchrun write text, tsv or jsonl, not subtitles", file=sys.stderr)
+        return 2
     if info.distributed and args.device is None:
         import torch
 

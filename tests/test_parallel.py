@@ -1,0 +1,178 @@
+"""Sharded, resumable decoding (``mooer.parallel``): 2 CPU processes under torchrun equal one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fixtures_path import AUDIO, CLIPS, OFFICIAL_TINY
+from mooer.decoding import Result
+from mooer.parallel import DistInfo, dist_info, rank_file, read_records, run_sharded, shard
+
+# greedy, short outputs: the point is the bookkeeping, not the decoding
+DECODE = ["--model", str(OFFICIAL_TINY), "--device", "cpu", "--task", "ast", "--preset", "greedy",
+          "--max-new-tokens", "12", "--batch-size", "2", "--format", "jsonl"]
+
+
+# ------------------------------------------------------------------------------------------ unit level
+
+
+def test_shard_covers_everything_once():
+    for n in range(0, 12):
+        for world in (1, 2, 3, 5):
+            for strided in (True, False):
+                parts = [shard(n, r, world, strided) for r in range(world)]
+                assert sorted(i for p in parts for i in p) == list(range(n))
+                assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert shard(5, 1, 2) == [1, 3] and shard(5, 1, 2, strided=False) == [3, 4]
+
+
+def test_dist_info_from_environment():
+    assert dist_info({}) == DistInfo(0, 1, 0)
+    info = dist_info({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert (info.rank, info.world_size, info.local_rank, info.distributed) == (3, 4, 1, True)
+    with pytest.raises(ValueError):
+        dist_info({"RANK": "4", "WORLD_SIZE": "4"})
+
+
+def test_read_records_skips_cut_lines_errors_and_reads_tsv(tmp_path):
+    a = tmp_path / "out.jsonl"
+    a.write_text('{"key": "x", "text": "1"}\n{"key": "y", "error": "bad"}\n{"key": "z", "te', encoding="utf-8")
+    b = tmp_path / "out.tsv"
+    b.write_text("k\tline one\\nline two\n", encoding="utf-8")
+    records = read_records([a, b, tmp_path / "absent"])
+    assert sorted(records) == ["k", "x"]
+    assert records["k"]["text"] == "line one\nline two"
+
+
+class FakeModel:
+    """transcribe() that writes 'text of KEY' and counts what it was asked to decode."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.decoded: list[str] = []
+        self.fail_after = fail_after
+
+    def transcribe(self, paths, *, keys, on_results, batch_size=2, **kwargs):
+        out = []
+        for start in range(0, len(paths), batch_size):
+            batch = [Result(key=k, audio=p, task="asr", text=f"text of {k}")
+                     for p, k in zip(paths[start : start + batch_size], keys[start : start + batch_size])]
+            if self.fail_after is not None and len(self.decoded) >= self.fail_after:
+                raise KeyboardInterrupt  # an interruption mid-run
+            self.decoded += [r.key for r in batch]
+            on_results(batch)
+            out += batch
+        return out
+
+
+def _write_jsonl(results, out):
+    for r in results:
+        out.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+
+
+def test_run_sharded_interrupted_then_resumed(tmp_path):
+    keys = [f"u{i}" for i in range(7)]
+    paths = [f"/a/{k}.wav" for k in keys]
+    output = tmp_path / "hyp.jsonl"
+    model = FakeModel(fail_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_sharded(model, paths, keys, output, write=_write_jsonl, resume=False, window=3, log=None)
+    assert not output.exists()
+    assert len(rank_file(output, 0).read_text().splitlines()) == 3  # flushed per batch
+    with open(rank_file(output, 0), "a") as f:
+        f.write('{"key": "u9", "te')  # a record cut mid-line
+    model = FakeModel()
+    results = run_sharded(model, paths, keys, output, write=_write_jsonl, resume=True, window=3, log=None)
+    assert model.decoded == ["u3", "u4", "u5", "u6"]
+    assert [r.key for r in results] == keys
+    assert [json.loads(line)["key"] for line in output.read_text().splitlines()] == keys
+    assert not rank_file(output, 0).exists()
+    model = FakeModel()  # everything done: nothing decoded, output rewritten identically
+    before = output.read_text()
+    run_sharded(model, paths, keys, output, write=_write_jsonl, resume=True, log=None)
+    assert model.decoded == [] and output.read_text() == before
+
+
+# ------------------------------------------------------------------------------------ real processes
+
+
+@pytest.fixture(scope="module")
+def scp(tmp_path_factory):
+    root = tmp_path_factory.mktemp("par")
+    path = root / "wav.scp"
+    # input order deliberately not sorted by length; one unreadable input
+    lines = [f"{c} {AUDIO / (c + '.wav')}" for c in ("zh1", "short", "demo", "en1", "zh2")]
+    lines.insert(3, f"broken {root / 'missing.wav'}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def single_run(scp):
+    from mooer.cli import main
+
+    out = scp.parent / "single.jsonl"
+    assert main(["transcribe", "--scp", str(scp), "--output", str(out), *DECODE]) == 1  # one input failed
+    return out.read_text(encoding="utf-8")
+
+
+def _torchrun(args, nproc=2):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "mooer.cli", "transcribe", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_two_processes_equal_one(scp, single_run):
+    out = scp.parent / "two.jsonl"
+    proc = _torchrun(["--scp", str(scp), "--output", str(out), *DECODE])
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the broken input is reported, like a single run
+    assert out.read_text(encoding="utf-8") == single_run
+    keys = [json.loads(line)["key"] for line in single_run.splitlines()]
+    assert keys == ["zh1", "short", "demo", "broken", "en1", "zh2"]  # input order
+    assert not list(scp.parent.glob("two.jsonl.rank*"))
+    assert "rank 1/2" in proc.stderr or "rank 0/2" in proc.stderr
+
+
+def test_resume_skips_decoded_keys_and_completes_partial_output(scp, single_run, capsys):
+    from mooer.cli import main
+
+    out = scp.parent / "resumed.jsonl"
+    lines = single_run.splitlines(keepends=True)
+    # an interrupted run: two results in the final output, one in a rank file, one cut line
+    out.write_text(lines[0] + lines[2], encoding="utf-8")
+    rank_file(out, 1).write_text(lines[5] + lines[4][:10], encoding="utf-8")
+    assert main(["transcribe", "--scp", str(scp), "--output", str(out), "--resume", *DECODE]) == 1
+    err = capsys.readouterr().err
+    assert "3 already decoded, 3 to decode here" in err  # en1 (cut), broken (error) and short are redone
+    assert out.read_text(encoding="utf-8") == single_run
+    assert not list(scp.parent.glob("resumed.jsonl.rank*"))
+
+    # a second resumed run finds everything that succeeded and decodes only the broken input again
+    assert main(["transcribe", "--scp", str(scp), "--output", str(out), "--resume", *DECODE]) == 1
+    assert "5 already decoded, 1 to decode here" in capsys.readouterr().err
+    assert out.read_text(encoding="utf-8") == single_run
+
+
+def test_resume_under_torchrun_skips_all_keys(scp, single_run):
+    out = scp.parent / "all.jsonl"
+    good = "".join(line for line in single_run.splitlines(keepends=True) if '"error"' not in line)
+    out.write_text(good, encoding="utf-8")
+    proc = _torchrun(["--scp", str(scp), "--output", str(out), "--resume", *DECODE])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "5 already decoded" in proc.stderr
+    assert out.read_text(encoding="utf-8") == single_run
+
+
+def test_resume_needs_output(scp, capsys):
+    from mooer.cli import main
+
+    assert main(["transcribe", "--scp", str(scp), "--resume", *DECODE]) == 2
+    assert DECODE[-2:] == ["--format", "jsonl"]
+    assert main(["transcribe", "--scp", str(scp), "--resume", "--output", str(scp.parent / "x.srt"), *DECODE[:-2],
+                 "--format", "srt"]) == 2
