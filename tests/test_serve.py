@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import socket
 import tempfile
 import threading
 import time
@@ -25,8 +24,8 @@ import openai
 import pytest
 import soundfile as sf
 import torch
-import uvicorn
 from fixtures_path import AUDIO, OFFICIAL_TINY
+from server_thread import ServerThread
 from openai import OpenAI
 
 from mooer.api import MooER
@@ -42,33 +41,6 @@ TASKS = ("asr", "ast", "asr_ast")
 
 
 # ------------------------------------------------------------------------------------------- fixtures
-class ServerThread:
-    """uvicorn serving ``app`` on a free loopback port, in a daemon thread."""
-
-    def __init__(self, app) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> "ServerThread":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
 def model() -> MooER:
     return MooER.from_pretrained(OFFICIAL_TINY)

@@ -14,14 +14,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
+from server_thread import ServerThread
 from fixtures_path import AUDIO, OFFICIAL_TINY
 
 from mooer.api import MooER
@@ -46,28 +43,6 @@ def _require_browser_tools() -> str:
     return node  # type: ignore[return-value]
 
 
-class _Server:
-    def __init__(self, app) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> "_Server":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        self.sock.close()
-
-
 def test_web_page_upload_transcribe_and_stream(tmp_path):
     node = _require_browser_tools()
     model = MooER.from_pretrained(OFFICIAL_TINY)
@@ -81,7 +56,7 @@ def test_web_page_upload_transcribe_and_stream(tmp_path):
     ]
     shots = Path(os.environ.get("MOOER_WEB_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    with _Server(create_app(model, ServeSettings())) as server:
+    with ServerThread(create_app(model, ServeSettings())) as server:
         config = tmp_path / "e2e.json"
         config.write_text(json.dumps({"url": server.url, "audio": str(CLIP), "screenshot_dir": str(shots),
                                       "chromium": CHROMIUM, "cases": cases}, ensure_ascii=False))
