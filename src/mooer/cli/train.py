@@ -56,8 +56,21 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from mooer.training.trainer import train
 
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    finally:
+        _close_process_group()
     for fmt, path in result.export.items():
         if result.engine is None or result.engine.env.is_main:
             print(f"exported {fmt}: {path}")
     return 0
+
+
+def _close_process_group() -> None:
+    """Tear the process group down before exit: left to interpreter shutdown, its communication threads
+    can abort the process ("terminate called without an active exception") after a successful run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
