@@ -307,8 +307,16 @@ def test_continued_lora_stays_trainable_and_exports(tmp_path):
 # ------------------------------------------------------------------------------- DDP and DeepSpeed
 
 
-def _torchrun(tmp_path: Path, port: int, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "mooer.cli", "train", "--config", str(TINY), *args]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
@@ -324,7 +332,7 @@ def _distributed_common(manifest: Path) -> list[str]:
 def test_ddp_two_cpu_processes(tmp_path):
     manifest = write_manifest(tmp_path / "train.jsonl")
     exp = tmp_path / "ddp"
-    _torchrun(tmp_path, 29611, *_distributed_common(manifest), f"data.dev={manifest}", "engine.type=ddp",
+    _torchrun(tmp_path, *_distributed_common(manifest), f"data.dev={manifest}", "engine.type=ddp",
               f"train.exp_dir={exp}", "validation.decode_utterances=2", "validation.max_new_tokens=5")
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["step"] == 6  # 3 clips padded to 4 → 2 batches per rank
@@ -344,7 +352,7 @@ def test_deepspeed_zero2_two_cpu_processes_resume_and_export(tmp_path):
     exp = tmp_path / "ds"
     ds = ["engine.type=deepspeed", f"engine.deepspeed_config={CONFIGS / 'deepspeed_zero2.json'}",
           f"train.exp_dir={exp}"]
-    _torchrun(tmp_path, 29612, *_distributed_common(manifest), *ds)
+    _torchrun(tmp_path, *_distributed_common(manifest), *ds)
     first = read_metrics(exp)
     assert sorted(first) == list(range(1, 7)) and all(math.isfinite(r["loss"]) for r in first.values())
     summary = json.loads((exp / "summary.json").read_text())
@@ -352,7 +360,7 @@ def test_deepspeed_zero2_two_cpu_processes_resume_and_export(tmp_path):
     assert (exp / "checkpoints" / "step-00000006" / "deepspeed").is_dir()
 
     # resume the DeepSpeed checkpoint for one more epoch: the LR schedule continues where it stopped
-    _torchrun(tmp_path, 29613, *_distributed_common(manifest), *ds, "train.epochs=4", "--resume")
+    _torchrun(tmp_path, *_distributed_common(manifest), *ds, "train.epochs=4", "--resume")
     more = read_metrics(exp)
     assert sorted(more) == list(range(1, 9))
     assert [more[s]["loss"] for s in range(1, 7)] == [first[s]["loss"] for s in range(1, 7)]
