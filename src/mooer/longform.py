@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from mooer.decoding import DecodingOptions, Result
-from mooer.features import audio_tokens
+from mooer.errors import AudioError
 from mooer.guards import RepetitionGuard, check_output, max_new_tokens_for, stricter_decoding, truncate_repetition
 from mooer.tasks import split_multitask
 from mooer.vad import Segment, VadOptions, iter_segment_audio, segment_speech
@@ -73,10 +73,9 @@ class _Piece:
 def _windows(model: "MooER", source: Any, segments: list[Segment], size: int) -> Iterator[list[_Piece]]:
     window: list[_Piece] = []
     for seg, wave in iter_segment_audio(source, segments):
-        if len(wave) < 400:
-            continue
-        feats = model.features(wave)
-        if audio_tokens(feats.shape[0], model.downsample) == 0:
+        try:
+            feats = model.featurize_waveform(wave)
+        except AudioError:  # a sliver too short for one audio token: nothing to decode
             continue
         window.append(_Piece(seg, feats))
         if len(window) >= size:
