@@ -375,6 +375,65 @@ def test_deepspeed_zero2_two_cpu_processes_resume_and_export(tmp_path):
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
+# ------------------------------------------------------------------------------- auxiliary objectives
+
+
+def test_ctc_forced_alignment_and_guided_attention_loss():
+    import numpy as np
+
+    from mooer.models.alignment import ctc_forced_align, guided_attention_loss
+    from mooer.prompting import collate_tokens
+
+    lp = np.log(np.full((7, 4), 0.01))
+    for t, c in enumerate([3, 0, 0, 3, 1, 3, 1]):  # blank = 3: frames say "0 0 _ 1 _ 1"
+        lp[t, c] = np.log(0.97)
+    assert ctc_forced_align(lp, [0, 1, 1], blank=3).tolist() == [-1, 0, 0, -1, 1, -1, 2]
+    assert ctc_forced_align(lp, [2], blank=3).tolist().count(0) >= 1  # a forced path exists even if unlikely
+    assert ctc_forced_align(lp[:2], [1, 1], blank=3) is None  # a repeat needs a blank between: 3 frames
+    assert ctc_forced_align(lp, [], blank=3) is None
+
+    # two rows: 3 audio tokens + 2 prompt tokens + answer; the second row is one audio token shorter
+    tokens = collate_tokens([3, 2], [[7, 8], [7, 8]], pad_id=0, answer_ids=[[5, 6, 9], [5, 9]])
+    width = tokens.input_ids.shape[1]
+    attention = torch.full((2, width, width), 1e-3)
+    align = [np.array([0, -1, 1]), np.array([0, -1])]
+    # row 0: token 0 is predicted at the last prompt position (4), token 1 at position 5
+    attention[0, 4, 0] = attention[0, 5, 2] = 1.0
+    row1_audio = tokens.modality_mask[1].nonzero().flatten()
+    attention[1, 4, row1_audio[0]] = 1.0
+    perfect = guided_attention_loss(attention, tokens.modality_mask, tokens.labels, align)
+    assert perfect.item() == pytest.approx(0.0, abs=1e-6)
+    attention[0, 5, 2], attention[0, 5, 1] = 1e-3, 1.0  # row 0, token 1 now looks at the wrong audio token
+    wrong = guided_attention_loss(attention, tokens.modality_mask, tokens.labels, align)
+    assert wrong.item() == pytest.approx(-math.log(1e-3) / 3, rel=1e-4)
+    assert guided_attention_loss(attention, tokens.modality_mask, tokens.labels, [None, None]).item() == 0.0
+
+
+def test_guided_attention_trains_a_head_and_is_validated():
+    from mooer.errors import ConfigError
+    from mooer.training import load_config
+    from mooer.training.model import build_model
+
+    cfg = load_config(TINY, ["model.ctc_weight=0.5", "model.align_weight=1.0", "model.align_head=[1, 2]"])
+    model = build_model(cfg.model, torch.device("cpu"), torch.float32).model
+    assert model.guided_attention == (1, 2)
+    from mooer.prompting import collate_tokens
+
+    feats, lengths = torch.randn(2, 40, 560), torch.tensor([40, 30])
+    tokens = collate_tokens([20, 15], [[7, 8], [7, 8]], pad_id=0, answer_ids=[[5, 6, 9], [11, 9]])
+    out = model(feats, lengths, tokens, ctc_targets=[[5, 6], [11]])
+    assert torch.isfinite(out["align_loss"]) and out["align_loss"] > 0
+    out["align_loss"].backward()
+    layer = model.llm.model.layers[1].self_attn
+    assert layer.q_proj.weight.grad.abs().sum() > 0 and model.encoder.encoders[0].self_attn.linear_out.weight.grad \
+        .abs().sum() > 0
+    assert model.llm.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0  # lower layers feed the head
+    for bad, match in ((["model.align_weight=1.0"], "ctc_weight"),
+                       (["model.ctc_weight=0.5", "model.align_weight=1.0", "model.align_head=[5, 0]"], "align_head")):
+        with pytest.raises(ConfigError, match=match):
+            build_model(load_config(TINY, bad).model, torch.device("cpu"), torch.float32)
+
+
 # ------------------------------------------------------------------------------------ CMVN, bad data
 
 

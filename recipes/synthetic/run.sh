@@ -5,7 +5,7 @@
 #   stage 0  system + Python dependencies (espeak-ng, flite, sox; pypinyin)
 #   stage 1  corpus: split by sentence, synthesise 16 kHz WAVs, write manifests   (make_corpus.py)
 #   stage 2  tokenizer: Qwen2-style byte-level BPE on the training split           (make_tokenizer.py)
-#   stage 3  train (two `mooer train` runs, conf/demo.yaml)
+#   stage 3  train (three `mooer train` runs, conf/demo.yaml + overrides)
 #   stage 4  decode + score the test split (CER, WER, BLEU)
 #   stage 5  install the model as src/mooer/assets/default-model
 #
@@ -82,18 +82,25 @@ if run_stage 2; then
 fi
 
 if run_stage 3; then
-  # Two runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
-  # 3 epochs; (b) a continuation from (a)'s export with a fresh cosine schedule, 2 epochs.
+  # Three runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
+  # 3 epochs; (b) a continuation from (a)'s export with a fresh cosine schedule, 2 epochs; (c) a continuation
+  # from (b) with guided attention (LLM head 1.0 pulled to the CTC forced alignment), asr-heavy task mix,
+  # 7 epochs. Without (c) the LLM kept stepping through the audio at a fixed rate and never read it.
   log 3 "train -> $exp"
   timed mooer train --config "$config" train.exp_dir="$exp/stage1" data.train="$data/train.jsonl" \
     data.dev="$data/dev.jsonl" model.tokenizer_path="$data/tokenizer"
-  timed mooer train --config "$config" train.exp_dir="$exp/stage2" data.train="$data/train.jsonl" \
-    data.dev="$data/dev.jsonl" model.init_from="$exp/stage1/export/mooer" model.cmvn=null \
-    model.llm_config=null 'model.encoder={}' model.tokenizer_path=null optim.lr=1.5e-3 optim.warmup_steps=50 \
-    train.epochs=2
+  continue_from() {  # $1: the run to start from; the rest: more overrides
+    local from=$1; shift
+    mooer train --config "$config" data.train="$data/train.jsonl" data.dev="$data/dev.jsonl" \
+      model.init_from="$exp/$from/export/mooer" model.cmvn=null model.llm_config=null 'model.encoder={}' \
+      model.tokenizer_path=null optim.warmup_steps=50 "$@"
+  }
+  timed continue_from stage1 train.exp_dir="$exp/stage2" optim.lr=1.5e-3 train.epochs=2
+  timed continue_from stage2 train.exp_dir="$exp/stage3" optim.lr=1.5e-3 train.epochs=7 \
+    'data.tasks={asr: 2, ast: 0.5, asr_ast: 1}' model.align_weight=1.0 validation.every=200 train.save_every=400
 fi
 
-model=$exp/stage2/export/mooer
+model=$exp/stage3/export/mooer
 
 if run_stage 4; then
   # Held-out scoring. zh: CER (asr, asr_ast transcript), BLEU (ast, asr_ast translation); en: WER (asr).

@@ -10,7 +10,8 @@ from transformers import GenerationConfig
 from mooer.decoding import DecodingOptions
 from mooer.models.adapter import LinearAdapter
 from mooer.models.sanm import SANMEncoder
-from mooer.prompting import TokenBatch
+from mooer.models.alignment import ctc_forced_align, guided_attention_loss
+from mooer.prompting import IGNORE_INDEX, TokenBatch
 
 
 class MooERModel(nn.Module):
@@ -24,6 +25,7 @@ class MooERModel(nn.Module):
         self.eos_id = eos_id
         self.pad_id = pad_id
         self.ctc_head: nn.Linear | None = None  # training-only auxiliary head, never exported
+        self.guided_attention: tuple[int, int] | None = None  # training-only (layer, head), see attach_…
         # Nothing may leak from the LLM directory's generation_config.json (spec 15.24).
         self.llm.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None)
 
@@ -63,38 +65,74 @@ class MooERModel(nn.Module):
         With a CTC head attached (:meth:`attach_ctc_head`) and ``ctc_targets`` (per row a list of token ids,
         or None to leave the row out), the output also carries ``ctc_loss``: an auxiliary CTC loss of the
         encoder states against the transcript, which speeds up training an encoder from scratch.
+        With guided attention attached (:meth:`attach_guided_attention`), it also carries ``align_loss``.
         """
         encoded = self.encoder(features.to(self.dtype), lengths)
         embeds = self.embed(tokens, self.adapter(encoded))
         position_ids = (tokens.attention_mask.long().cumsum(dim=1) - 1).clamp_min(0)  # fixes spec 15.20
+        guided = self.guided_attention is not None and self.ctc_head is not None and ctc_targets is not None
         out = self.llm(
             inputs_embeds=embeds,
             attention_mask=tokens.attention_mask.long(),
             position_ids=position_ids,
             labels=tokens.labels,
+            output_attentions=guided,
         )
         if self.ctc_head is not None and ctc_targets is not None:
-            out["ctc_loss"] = self.ctc_loss(encoded, lengths, ctc_targets)
+            out["ctc_loss"], rows, log_probs = self.ctc_loss(encoded, lengths, ctc_targets)
+            if guided:
+                out["align_loss"] = self._guided_attention_loss(out.attentions, tokens, ctc_targets, rows,
+                                                                log_probs, lengths)
         return out
+
+    def attach_guided_attention(self, layer: int, head: int) -> None:
+        """Train LLM attention head ``(layer, head)`` to look, when predicting a transcript token, at the audio
+        tokens a CTC forced alignment gives that token (``align_loss`` in the output; needs a CTC head and
+        ``ctc_targets``). Switches the LLM to eager attention, which returns the probabilities."""
+        cfg = self.llm.config
+        if not (0 <= layer < cfg.num_hidden_layers and 0 <= head < cfg.num_attention_heads):
+            raise ValueError(f"no attention head ({layer}, {head}) in an LLM of {cfg.num_hidden_layers} layers "
+                             f"× {cfg.num_attention_heads} heads")
+        self.llm.set_attn_implementation("eager")
+        self.guided_attention = (layer, head)
+
+    def _guided_attention_loss(self, attentions, tokens: TokenBatch, targets: list, rows: list[int],
+                               log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        layer, head = self.guided_attention
+        lp = log_probs.detach().float().cpu().numpy()  # (T, rows, C)
+        per_token = self.adapter.k  # encoder frames per audio token
+        labels = tokens.labels.cpu()
+        alignments: list = [None] * len(targets)
+        for r, i in enumerate(rows):
+            answer = labels[i][labels[i] != IGNORE_INDEX].tolist()
+            if answer[: len(targets[i])] != list(targets[i]):
+                continue  # the answer does not start with the transcript
+            path = ctc_forced_align(lp[: int(lengths[i]), r], targets[i], blank=lp.shape[-1] - 1)
+            if path is not None:  # an audio token carries the token of any of its frames
+                n = len(path) // per_token
+                path = path[: n * per_token].reshape(n, per_token).max(axis=1)
+            alignments[i] = path
+        return guided_attention_loss(attentions[layer][:, head], tokens.modality_mask, tokens.labels, alignments)
 
     def attach_ctc_head(self, vocab_size: int) -> None:
         """Add a Linear(d_model → vocab + blank) on the encoder output for an auxiliary CTC loss."""
         d_model = self.encoder.config.d_model
         self.ctc_head = nn.Linear(d_model, vocab_size + 1).to(device=self.device, dtype=self.dtype)
 
-    def ctc_loss(self, encoded: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor:
-        """Token-mean CTC loss over the rows that have a target (blank = the last class)."""
+    def ctc_loss(self, states: torch.Tensor, lengths: torch.Tensor, targets: list):
+        """Token-mean CTC loss over the rows that have a target (blank = the last class); returns
+        ``(loss, those rows, their log-probabilities (T, rows, C))``."""
         rows = [i for i, t in enumerate(targets) if t]
         if not rows:
-            return encoded.sum() * 0.0
-        index = torch.tensor(rows, device=encoded.device)
-        logits = self.ctc_head(encoded.index_select(0, index)).float()
+            return states.sum() * 0.0, rows, None
+        index = torch.tensor(rows, device=states.device)
+        logits = self.ctc_head(states.index_select(0, index)).float()
         log_probs = F.log_softmax(logits, dim=-1).transpose(0, 1)  # (T, B, C)
         flat = torch.tensor([tok for i in rows for tok in targets[i]], dtype=torch.long)
         target_lengths = torch.tensor([len(targets[i]) for i in rows], dtype=torch.long)
         loss = F.ctc_loss(log_probs, flat, lengths.index_select(0, index.to(lengths.device)).long().cpu(),
                           target_lengths, blank=logits.shape[-1] - 1, reduction="sum", zero_infinity=True)
-        return loss / target_lengths.sum().clamp_min(1)
+        return loss / target_lengths.sum().clamp_min(1), rows, log_probs
 
     def generation_config(self, options: DecodingOptions, max_new_tokens: int | None = None) -> GenerationConfig:
         kwargs = dict(

@@ -98,6 +98,11 @@ class ModelConfig:
     #: weight of an auxiliary CTC loss of the encoder states against the transcript (asr, asr_ast rows);
     #: 0 = off (the official recipe). Helps an encoder trained from scratch; the head is never exported.
     ctc_weight: float = 0.0
+    #: weight of a guided-attention loss (needs ctc_weight > 0): LLM head ``align_head`` = [layer, head] is
+    #: pulled, when predicting a transcript token, to the audio tokens the CTC forced alignment gives it
+    #: (mooer.models.alignment). Helps an LLM trained from scratch learn to read the audio; 0 = off.
+    align_weight: float = 0.0
+    align_head: list = field(default_factory=lambda: [1, 0])
     #: seed of the random initialisation of new parts (adapter, scratch encoder/LLM, LoRA A)
     init_seed: int = 0
 

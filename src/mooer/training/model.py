@@ -240,6 +240,13 @@ def build_model(cfg: ModelConfig, device: torch.device, frozen_dtype: torch.dtyp
             raise ConfigError("model.ctc_weight > 0 trains the encoder: set model.freeze_encoder false")
         torch.manual_seed(cfg.init_seed + 1)
         model.attach_ctc_head(len(tokenizer))
+    if cfg.align_weight > 0:
+        if cfg.ctc_weight <= 0:
+            raise ConfigError("model.align_weight > 0 aligns with the CTC head: set model.ctc_weight > 0")
+        try:
+            model.attach_guided_attention(*cfg.align_head)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model.align_head: {e}") from None
 
     if cfg.gradient_checkpointing:
         base = model.llm.get_base_model() if is_peft else model.llm

@@ -440,6 +440,7 @@ def train(cfg: Config) -> TrainResult:
     t_window, utts_window, secs_window = time.time(), 0, 0.0
     ctc_weight = cfg.model.ctc_weight
     ctc_window: list[float] = []  # auxiliary CTC losses since the last log line (this rank)
+    align_window: list[float] = []  # guided-attention losses since the last log line (this rank)
     last_batch = None
     done = state.step >= planned_steps
     while not done and state.epoch < cfg.train.epochs:
@@ -477,6 +478,9 @@ def train(cfg: Config) -> TrainResult:
                     if ctc_weight:
                         ctc_window.append(float(out["ctc_loss"].detach()))
                         total = loss + ctc_weight * out["ctc_loss"]
+                    if "align_loss" in out:
+                        align_window.append(float(out["align_loss"].detach()))
+                        total = total + cfg.model.align_weight * out["align_loss"]
                     if not torch.isfinite(total):
                         raise FloatingPointError(f"non-finite loss {float(total)} at step {state.step}, "
                                                  f"batch {batch.ids[:4]}")
@@ -528,9 +532,11 @@ def train(cfg: Config) -> TrainResult:
                 log.info("epoch %d step %d loss %.4f lr %.3e utt/s %.1f audio-s/s %.1f pad %.2f%s", epoch + 1,
                          state.step, step_loss, lr, utt_s, secs_window * env.world_size / max(now - t_window, 1e-9),
                          pad, ("" if grad_norm is None else f" grad_norm {grad_norm:.3f}")
-                         + (f" ctc {sum(ctc_window) / len(ctc_window):.3f}" if ctc_window else ""))
+                         + (f" ctc {sum(ctc_window) / len(ctc_window):.3f}" if ctc_window else "")
+                         + (f" align {sum(align_window) / len(align_window):.3f}" if align_window else ""))
                 t_window, utts_window, secs_window = now, 0, 0.0
                 ctc_window.clear()
+                align_window.clear()
             group_loss = group_tokens = group_secs = 0.0
             group_utts = 0
             group_pad = []
