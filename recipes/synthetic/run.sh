@@ -85,7 +85,7 @@ if run_stage 3; then
   # Three runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
   # 3 epochs; (b) a continuation from (a)'s export with a fresh cosine schedule, 2 epochs; (c) a continuation
   # from (b) with guided attention (LLM head 1.0 pulled to the CTC forced alignment), asr-heavy task mix,
-  # 7 epochs. Without (c) the LLM kept stepping through the audio at a fixed rate and never read it.
+  # 8 epochs. Without (c) the LLM kept stepping through the audio at a fixed rate and never read it.
   log 3 "train -> $exp"
   timed mooer train --config "$config" train.exp_dir="$exp/stage1" data.train="$data/train.jsonl" \
     data.dev="$data/dev.jsonl" model.tokenizer_path="$data/tokenizer"
@@ -96,7 +96,7 @@ if run_stage 3; then
       model.tokenizer_path=null optim.warmup_steps=50 "$@"
   }
   timed continue_from stage1 train.exp_dir="$exp/stage2" optim.lr=1.5e-3 train.epochs=2
-  timed continue_from stage2 train.exp_dir="$exp/stage3" optim.lr=1.5e-3 train.epochs=7 \
+  timed continue_from stage2 train.exp_dir="$exp/stage3" optim.lr=1.5e-3 train.epochs=8 \
     'data.tasks={asr: 2, ast: 0.5, asr_ast: 1}' model.align_weight=1.0 validation.every=200 train.save_every=400
 fi
 
