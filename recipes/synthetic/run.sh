@@ -124,6 +124,16 @@ if run_stage 5; then
   log 5 "export -> src/mooer/assets/default-model"
   rm -rf src/mooer/assets/default-model.new
   mooer convert "$model" src/mooer/assets/default-model.new --dtype bfloat16   # 16 MB instead of 32
+  # provenance without this machine's absolute paths (the export records where it was trained)
+  $python - src/mooer/assets/default-model.new/config.json <<'PY'
+import json, sys
+path = sys.argv[1]
+config = json.load(open(path, encoding="utf-8"))
+config["source"] = {"recipe": "recipes/synthetic/run.sh stage 3: conf/demo.yaml from scratch, then two "
+                              "continuations, the last with guided attention",
+                    "trained": {"encoder": "scratch", "adapter": "new", "llm": "scratch"}}
+open(path, "w", encoding="utf-8").write(json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+PY
   rm -rf src/mooer/assets/default-model
   mv src/mooer/assets/default-model.new src/mooer/assets/default-model
 fi
