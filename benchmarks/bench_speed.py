@@ -69,7 +69,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mooer.features import Cmvn, FeatureExtractor, audio_tokens  # noqa: E402
-from mooer.speed import padding_fraction, peak_memory_mb, quantize_llm  # noqa: E402
+from mooer.speed import batched_padding_fraction, peak_memory_mb, quantize_llm  # noqa: E402
 
 FIXTURES = Path(os.environ.get("MOOER_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 SR = 16000
@@ -806,7 +806,8 @@ def main(argv=None) -> int:
         rng = random.Random(4)
         lengths = [rng.uniform(2, 20) for _ in range(1000)]
         frames = [1 + int(s * 100) // 6 for s in lengths]
-        R["padding"] = [(b, padding_fraction(frames, b, sort=False), padding_fraction(frames, b, sort=True))
+        R["padding"] = [(b, batched_padding_fraction(frames, b, sort=False),
+                         batched_padding_fraction(frames, b, sort=True))
                         for b in [1, 2, 4, 8, 16, 32]]
     if "batches" in sections:
         reps = {"greedy": 2 if q else 3, "official": 1 if q else 2}

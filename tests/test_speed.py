@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fixtures_path import AUDIO, OFFICIAL_TINY
-from mooer.speed import PaddingStats, compile_model, padding_fraction, quantize_llm
+from mooer.speed import PaddingStats, batched_padding_fraction, compile_model, quantize_llm
 
 BATCH = ("demo", "zh1", "zh2", "en1")  # the reference batch of the fixtures (T6 = 110, 51, 76, 52)
 PATHS = [str(AUDIO / f"{c}.wav") for c in BATCH]
@@ -78,9 +78,9 @@ def test_padding_report_on_a_hand_made_batch():
     assert (s.rows, s.batches, s.real, s.total, s.padded) == (4, 2, 29, 34, 5)
     assert s.fraction == pytest.approx(5 / 34)
     lengths = [3, 10, 4, 9]
-    assert padding_fraction(lengths, 2, sort=False) == pytest.approx(1 - 26 / 38)  # [3,10] [4,9]: 20 + 18
-    assert padding_fraction(lengths, 2, sort=True) == pytest.approx(1 - 26 / 28)  # [10,9] [4,3]
-    assert padding_fraction(lengths, 1) == 0.0
+    assert batched_padding_fraction(lengths, 2, sort=False) == pytest.approx(1 - 26 / 38)  # [3,10] [4,9]: 20 + 18
+    assert batched_padding_fraction(lengths, 2, sort=True) == pytest.approx(1 - 26 / 28)  # [10,9] [4,3]
+    assert batched_padding_fraction(lengths, 1) == 0.0
     assert PaddingStats().fraction == 0.0
 
 

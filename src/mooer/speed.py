@@ -65,7 +65,7 @@ __all__ = [
     "compile_model",
     "PaddingStats",
     "TranscribeStats",
-    "padding_fraction",
+    "batched_padding_fraction",
     "peak_memory_mb",
     "default_workers",
 ]
@@ -262,7 +262,7 @@ class PaddingStats:
                 "fraction": round(self.fraction, 4)}
 
 
-def padding_fraction(lengths: Iterable[int], batch_size: int, sort: bool = True) -> float:
+def batched_padding_fraction(lengths: Iterable[int], batch_size: int, sort: bool = True) -> float:
     """Padding fraction of batching ``lengths`` in groups of ``batch_size``, longest first when ``sort``
     (what ``MooER.transcribe`` does), else in the given order."""
     lengths = list(lengths)
