@@ -45,6 +45,10 @@ class DistInfo:
     local_rank: int = 0
 
     @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
     def distributed(self) -> bool:
         return self.world_size > 1
 

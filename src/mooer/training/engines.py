@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -30,34 +28,14 @@ import torch.distributed as dist
 from torch import nn
 
 from mooer.errors import ConfigError
+from mooer.parallel import DistInfo
 from mooer.training.config import Config
 from mooer.training.schedule import build_scheduler
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class DistEnv:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def dist_env() -> DistEnv:
-    """Rank, world size and local rank from the torchrun/deepspeed environment variables."""
-    return DistEnv(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def pick_device(cfg: Config, env: DistEnv) -> torch.device:
+def pick_device(cfg: Config, env: DistInfo) -> torch.device:
     if cfg.train.device != "auto":
         dev = torch.device(cfg.train.device)
         if dev.type == "cuda" and dev.index is None:
@@ -68,7 +46,7 @@ def pick_device(cfg: Config, env: DistEnv) -> torch.device:
     return torch.device("cpu")
 
 
-def init_process_group(cfg: Config, env: DistEnv, device: torch.device) -> None:
+def init_process_group(cfg: Config, env: DistInfo, device: torch.device) -> None:
     if not env.distributed or dist.is_initialized():
         return
     backend = cfg.engine.backend
@@ -94,7 +72,7 @@ class Engine:
 
     kind = "single"
 
-    def __init__(self, model: nn.Module, cfg: Config, env: DistEnv, device: torch.device, total_steps: int):
+    def __init__(self, model: nn.Module, cfg: Config, env: DistInfo, device: torch.device, total_steps: int):
         self.module = model
         self.cfg = cfg
         self.env = env
@@ -266,7 +244,7 @@ class DeepSpeedEngine(Engine):
         return contextlib.nullcontext()
 
 
-def deepspeed_config(cfg: Config, env: DistEnv, device: torch.device) -> dict:
+def deepspeed_config(cfg: Config, env: DistInfo, device: torch.device) -> dict:
     """The DeepSpeed JSON with the batch, precision, clipping and optimizer entries set from our config."""
     path = Path(cfg.engine.deepspeed_config)
     try:
@@ -303,7 +281,7 @@ def resolve_precision(cfg: Config, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if p == "bf16" else torch.float32
 
 
-def create_engine(model: nn.Module, cfg: Config, env: DistEnv, device: torch.device, total_steps: int) -> Engine:
+def create_engine(model: nn.Module, cfg: Config, env: DistInfo, device: torch.device, total_steps: int) -> Engine:
     kind = cfg.engine.type
     if kind == "single":
         if env.distributed:

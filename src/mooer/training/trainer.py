@@ -43,11 +43,10 @@ from mooer.training.checkpointing import (
     save_checkpoint,
 )
 from mooer.training.config import Config
+from mooer.parallel import DistInfo, dist_info
 from mooer.training.engines import (
-    DistEnv,
     Engine,
     create_engine,
-    dist_env,
     init_process_group,
     pick_device,
     resolve_precision,
@@ -71,7 +70,7 @@ class TrainResult:
 # ---------------------------------------------------------------------------------------------- setup
 
 
-def setup_logging(exp_dir: Path, env: DistEnv) -> None:
+def setup_logging(exp_dir: Path, env: DistInfo) -> None:
     """Rank 0 logs to ``exp_dir/train.log`` and stderr; other ranks only warnings, tagged with the rank."""
     logger = logging.getLogger("mooer")
     for h in list(logger.handlers):
@@ -132,7 +131,7 @@ def compute_cmvn(utterances, num: int, seed: int) -> Cmvn:
     return Cmvn(shift=(-mean).float(), scale=(1.0 / var.sqrt()).float())
 
 
-def make_sampler(cfg: Config, durations, env: DistEnv, *, shuffle: bool, drop_last: bool):
+def make_sampler(cfg: Config, durations, env: DistInfo, *, shuffle: bool, drop_last: bool):
     from mooer.data.sampler import DynamicBucketSampler, FixedSizeSampler
 
     d = cfg.data
@@ -320,7 +319,7 @@ def _resolve_resume(cfg: Config, exp_dir: Path) -> Path | None:
 
 def train(cfg: Config) -> TrainResult:
     """Run a training job (every rank calls this). Returns the final state on every rank."""
-    env = dist_env()
+    env = dist_info()
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     device = pick_device(cfg, env)
