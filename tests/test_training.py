@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,7 +176,7 @@ def test_overfit_loss_falls_and_greedy_decoding_reproduces_transcripts(overfit):
     exp = overfit.exp_dir
     assert (exp / "train.log").is_file() and list((exp / "tb").iterdir()) and (exp / "am.mvn").is_file()
     assert (exp / "checkpoints" / f"step-{overfit.state.step:08d}" / "state.pt").is_file()
-    # the auxiliary CTC head trained (its loss is logged) but is not part of the exported model
+    # the auxiliary CTC head trained (its loss is logged)
     assert overfit.built.model.ctc_head is not None
     assert " ctc " in (exp / "train.log").read_text(encoding="utf-8")
 
@@ -185,13 +186,16 @@ def test_export_roundtrip_through_mooer_transcribe(overfit, capsys):
     from mooer.api import MooER
     from mooer.checkpoint import Loaded, load_checkpoint
     from mooer.cli import main
+    from mooer.decoding import get_preset
 
     b = overfit.built
     live = MooER(Loaded(b.model.eval(), b.tokenizer, b.cmvn, b.prompts, b.default_task))
     files = [str(AUDIO / f"{c}.wav") for c in CLIPS]
     for preset in ("greedy", "official"):
-        want = {r.key: r.text for r in live.transcribe(files, decoding=preset)}
-        for fmt in ("mooer", "official"):
+        # the mooer export keeps the CTC head (joint decoding by default), the official layout has no place for it
+        for fmt, ctc_weight in (("mooer", None), ("official", 0.0)):
+            options = get_preset(preset).replace(ctc_weight=ctc_weight)
+            want = {r.key: r.text for r in live.transcribe(files, decoding=options)}
             capsys.readouterr()
             assert main(["transcribe", "--model", overfit.export[fmt], "--preset", preset, "--format", "jsonl",
                          *files]) == 0
@@ -202,6 +206,51 @@ def test_export_roundtrip_through_mooer_transcribe(overfit, capsys):
     for name, tensor in b.model.adapter.state_dict().items():
         torch.testing.assert_close(loaded.model.adapter.state_dict()[name], tensor, rtol=0, atol=0)
     assert torch.equal(loaded.cmvn.shift, b.cmvn.shift) and torch.equal(loaded.cmvn.scale, b.cmvn.scale)
+
+
+def test_exported_ctc_head_drives_joint_decoding_and_loads_strictly(overfit, capsys, tmp_path):
+    """The mooer export carries the trained CTC head; joint decoding uses it; a damaged head is refused."""
+    from safetensors.torch import load_file, save_file
+
+    from mooer.checkpoint import load_checkpoint
+    from mooer.cli import main
+    from mooer.errors import CheckpointError
+
+    export = Path(overfit.export["mooer"])
+    head = overfit.built.model.ctc_head
+    config = json.loads((export / "config.json").read_text(encoding="utf-8"))
+    assert config["ctc_head"] == {"classes": len(overfit.built.tokenizer) + 1} == {"classes": head.out_features}
+    loaded = load_checkpoint(export, device="cpu", dtype="float32")
+    torch.testing.assert_close(loaded.model.ctc_head.weight, head.weight.detach(), rtol=0, atol=0)
+    assert load_checkpoint(overfit.export["official"], device="cpu").model.ctc_head is None
+
+    files = [str(AUDIO / f"{c}.wav") for c in CLIPS]
+    def transcribe(weight: str) -> dict:
+        capsys.readouterr()
+        assert main(["transcribe", "--model", str(export), "--ctc-weight", weight, "--format", "jsonl", *files]) == 0
+        return {r["key"]: r["text"] for r in map(json.loads, capsys.readouterr().out.splitlines())}
+
+    # beam search (official preset) with the CTC head weighted 0.7: still the memorised transcripts; the head
+    # alone (weight 1: the LLM only proposes candidates) trained too briefly here and gets them wrong, which
+    # shows that its scores do steer the search
+    assert transcribe("0.7") == transcripts()
+    assert transcribe("1.0") != transcripts()
+    assert main(["transcribe", "--model", overfit.export["official"], "--ctc-weight", "0.5", *files]) == 1
+    assert "no CTC head" in capsys.readouterr().err
+    assert main(["transcribe", "--ctc-weight", "1.5", *files]) == 2
+    assert "ctc_weight must be in [0, 1]" in capsys.readouterr().err
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(export, damaged)
+    state = load_file(str(damaged / "model.safetensors"))
+    del state["ctc_head.bias"]
+    save_file(state, str(damaged / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="CTC head.*missing keys.*bias"):
+        load_checkpoint(damaged, device="cpu")
+    config.pop("ctc_head")  # weights the config does not announce are unexpected, not ignored
+    (damaged / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(CheckpointError, match="unexpected key 'ctc_head.weight'"):
+        load_checkpoint(damaged, device="cpu")
 
 
 # -------------------------------------------------------------------------------------- exact resume

@@ -18,10 +18,11 @@ import torch
 
 from mooer.audio import SAMPLE_RATE, audio_info, load_audio
 from mooer.checkpoint import Loaded, load_checkpoint, save_native
-from mooer.decoding import DecodingOptions, Result, get_preset
-from mooer.errors import AudioError, MooerError
+from mooer.decoding import DEFAULT_CTC_WEIGHT, DecodingOptions, Result, get_preset
+from mooer.errors import AudioError, ConfigError, MooerError
 from mooer.features import FeatureExtractor, audio_tokens
-from mooer.prompting import PromptBuilder, collate_tokens, pad_features, split_multitask
+from mooer.models.ctc_prefix import CTCPrefixScorer
+from mooer.prompting import MULTITASK_SEPARATOR, PromptBuilder, collate_tokens, pad_features, split_multitask
 from mooer.speed import TranscribeStats, default_workers, enable_shared_prefill
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,6 +76,7 @@ class MooER:
         self.default_task = loaded.default_task
         self.downsample = self.model.adapter.k
         self.last_stats: TranscribeStats | None = None  # what the latest transcribe() did (padding, timing)
+        self._separator_cache: set[int] | None = None
         enable_shared_prefill(self.model)  # beam search: one prefill per utterance, not per beam (exact)
 
     # ------------------------------------------------------------------------------------------ loading
@@ -149,9 +151,33 @@ class MooER:
         audio_len = [audio_tokens(int(n), self.downsample) for n in lengths]
         prompt = self.prompts.prompt_ids(task)
         tokens = collate_tokens(audio_len, [prompt] * len(audio_len), self.prompts.pad_id).to(self.device)
+        net = self.model
         with torch.inference_mode():
-            embeds = self.model.inputs_embeds(feats.to(self.device), lengths.to(self.device), tokens)
-            return self.model.generate(embeds, tokens.attention_mask, options, max_new_tokens, streamer)
+            states = net.encoder(feats.to(self.device, net.dtype), lengths.to(self.device))
+            embeds = net.embed(tokens, net.adapter(states))
+            processors = []
+            weight = self.ctc_weight(options)
+            if weight > 0 and task != "ast":  # ast writes no transcript for the CTC head to score
+                stop = self._separator_ids() if task == "asr_ast" else set()
+                processors.append(CTCPrefixScorer(net.ctc_log_probs(states), lengths, weight, options.num_beams,
+                                                  end_ids={net.eos_id}, stop_ids=stop))
+            return net.generate(embeds, tokens.attention_mask, options, max_new_tokens, streamer, processors)
+
+    def ctc_weight(self, options: DecodingOptions) -> float:
+        """The CTC weight of joint decoding these options give with this model (0 = LLM only)."""
+        if options.ctc_weight is None:
+            return DEFAULT_CTC_WEIGHT if self.model.ctc_head is not None else 0.0
+        if options.ctc_weight > 0 and self.model.ctc_head is None:
+            raise ConfigError(f"ctc_weight {options.ctc_weight}: this model has no CTC head (only models trained "
+                             f"with model.ctc_weight > 0 and exported by mooer carry one); use 0")
+        return options.ctc_weight
+
+    def _separator_ids(self) -> set[int]:
+        """Tokens that contain the asr_ast separator: they end the transcript the CTC head scores."""
+        if self._separator_cache is None:
+            vocab = self.tokenizer.get_vocab().values()
+            self._separator_cache = {i for i in vocab if MULTITASK_SEPARATOR in self.tokenizer.decode([i])}
+        return self._separator_cache
 
     def text_of(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -200,6 +226,7 @@ class MooER:
         task = task or self.default_task
         self.prompts.prompt_ids(task)  # validates the task
         options = get_preset(decoding)
+        self.ctc_weight(options)  # validates it against the model
         if isinstance(long_form, bool) or long_form is None:
             long_form = LongFormOptions(enabled=long_form)
         if batch_size < 1:

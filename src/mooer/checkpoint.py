@@ -10,7 +10,7 @@ Official release layout (spec §1.2)::
 Own format (written by ``mooer convert`` and ``MooER.save_pretrained``)::
 
     DIR/config.json         {"mooer_format": 1, "encoder": {...}, "adapter": {...}, "prompts": {...}, ...}
-    DIR/model.safetensors   encoder.*, adapter.*, cmvn.shift, cmvn.scale
+    DIR/model.safetensors   encoder.*, adapter.*, cmvn.shift, cmvn.scale (+ ctc_head.* if config has "ctc_head")
     DIR/llm/                the LLM (LoRA merged) + tokenizer as a Hugging Face directory
 
 A missing or unexpected key is a :class:`CheckpointError` that names the key and the file (the original
@@ -312,6 +312,9 @@ def load_native(root: Path, device, dtype, attn_implementation: str | None = Non
     encoder = SANMEncoder(SANMEncoderConfig(**config["encoder"]))
     adapter = LinearAdapter(AdapterConfig(**config["adapter"]))
     groups = {"encoder.": {}, "adapter.": {}, "cmvn.": {}}
+    ctc_classes = (config.get("ctc_head") or {}).get("classes")
+    if ctc_classes:  # an encoder CTC head, for joint CTC/attention decoding (mooer.models.ctc_prefix)
+        groups["ctc_head."] = {}
     for key, value in state.items():
         prefix = next((p for p in groups if key.startswith(p)), None)
         if prefix is None:
@@ -325,6 +328,9 @@ def load_native(root: Path, device, dtype, attn_implementation: str | None = Non
         raise CheckpointError(f"{weights}: missing key 'cmvn.{e.args[0]}'") from None
     llm, tokenizer = load_llm(root / "llm", dtype, attn_implementation)
     model = MooERModel(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    if ctc_classes:
+        model.ctc_head = torch.nn.Linear(encoder.config.d_model, int(ctc_classes))
+        load_strict(model.ctc_head, groups["ctc_head."], weights, "the CTC head")
     model.to(device=device, dtype=dtype).eval()
     prompts = dict(config.get("prompts") or DEFAULT_PROMPTS)
     info = {"format": "mooer", "path": str(root), **{k: config[k] for k in ("encoder", "adapter")},
@@ -339,6 +345,8 @@ def save_native(loaded: Loaded, out_dir: str | Path, source: dict | None = None)
     model = loaded.model
     state = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
     state.update({f"adapter.{k}": v for k, v in model.adapter.state_dict().items()})
+    if model.ctc_head is not None:
+        state.update({f"ctc_head.{k}": v for k, v in model.ctc_head.state_dict().items()})
     state["cmvn.shift"] = loaded.cmvn.shift
     state["cmvn.scale"] = loaded.cmvn.scale
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
@@ -351,6 +359,7 @@ def save_native(loaded: Loaded, out_dir: str | Path, source: dict | None = None)
         "mooer_format": FORMAT_VERSION,
         "encoder": model.encoder.config.to_dict(),
         "adapter": model.adapter.config.to_dict(),
+        **({"ctc_head": {"classes": model.ctc_head.out_features}} if model.ctc_head is not None else {}),
         "prompts": loaded.prompts,
         "default_task": loaded.default_task,
         "source": source if source is not None else loaded.info.get("source") or {

@@ -20,6 +20,11 @@ class DecodingOptions:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
+    #: joint CTC/attention decoding (:mod:`mooer.models.ctc_prefix`): weight of the CTC prefix score of the
+    #: encoder's CTC head in the transcript (``asr``, transcript part of ``asr_ast``; ``ast`` is LLM-only).
+    #: None = :data:`DEFAULT_CTC_WEIGHT` for models that carry a CTC head, 0 (LLM only) for the others —
+    #: the official checkpoints have none, so their decoding is unchanged.
+    ctc_weight: float | None = None
 
     def __post_init__(self) -> None:
         if self.num_beams < 1:
@@ -28,6 +33,8 @@ class DecodingOptions:
             raise ValueError("max_new_tokens must be >= 1")
         if self.repetition_penalty <= 0:
             raise ValueError("repetition_penalty must be > 0")
+        if self.ctc_weight is not None and not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
 
     def replace(self, **changes: Any) -> "DecodingOptions":
         """A copy with some fields changed; ``None`` values are ignored (handy for CLI overrides)."""
@@ -36,6 +43,9 @@ class DecodingOptions:
     def to_dict(self) -> dict:
         return asdict(self)
 
+
+#: CTC weight of joint decoding for models with a CTC head (tuned on the demo model's dev split).
+DEFAULT_CTC_WEIGHT = 0.3
 
 #: ``official``: spec §8.1, what the official offline inference uses (beam 4, 200 new tokens,
 #: length penalty 0.8, EOS bias -0.2). ``greedy``: spec §8.2, the official streaming demo.

@@ -61,6 +61,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         g.add_argument("--max-new-tokens", type=int, help="override the maximum number of generated tokens")
         g.add_argument("--repetition-penalty", type=float, help="override the repetition penalty (1.0 = none)")
         g.add_argument("--no-repeat-ngram-size", type=int, help="forbid repeating n-grams of this size (0 = off)")
+        g.add_argument("--ctc-weight", type=float, metavar="W",
+                       help="joint CTC/attention decoding: weight of the encoder's CTC head in the transcript, "
+                            "0-1 (models trained with a CTC head only, like the bundled demo model; default: "
+                            "0.3 for those, 0 = LLM only for the others, e.g. the official checkpoints)")
         g.add_argument("--batch-size", type=int, default=8, help="inputs decoded together (default: 8)")
         s = p.add_argument_group("speed")
         s.add_argument("--quantize", choices=["int8"],
@@ -132,6 +136,13 @@ def write_results(results: Iterable, fmt: str, out: TextIO) -> None:
 def run(args: argparse.Namespace) -> int:
     from mooer.decoding import get_preset
 
+    try:
+        options = get_preset(args.preset).replace(
+            num_beams=args.beams, max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
+            no_repeat_ngram_size=args.no_repeat_ngram_size, ctc_weight=args.ctc_weight)
+    except ValueError as e:
+        print(f"mooer: error: {e}", file=sys.stderr)
+        return 2
     keys, paths = gather_inputs(args)
     if not paths:
         print("mooer: error: no input; give audio files, a directory, or --scp FILE", file=sys.stderr)
@@ -161,9 +172,6 @@ def run(args: argparse.Namespace) -> int:
 
         compile_model(model)
     task = args.fixed_task or getattr(args, "task", None)
-    options = get_preset(args.preset).replace(
-        num_beams=args.beams, max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
-        no_repeat_ngram_size=args.no_repeat_ngram_size)
     progress = len(paths) > 1 and info.rank == 0
     if sharded:
         from mooer.parallel import run_sharded

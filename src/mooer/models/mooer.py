@@ -24,7 +24,7 @@ class MooERModel(nn.Module):
         self.llm = llm
         self.eos_id = eos_id
         self.pad_id = pad_id
-        self.ctc_head: nn.Linear | None = None  # training-only auxiliary head, never exported
+        self.ctc_head: nn.Linear | None = None  # auxiliary CTC head: a training loss, and joint decoding
         self.guided_attention: tuple[int, int] | None = None  # training-only (layer, head), see attach_…
         # Nothing may leak from the LLM directory's generation_config.json (spec 15.24).
         self.llm.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None)
@@ -119,6 +119,10 @@ class MooERModel(nn.Module):
         d_model = self.encoder.config.d_model
         self.ctc_head = nn.Linear(d_model, vocab_size + 1).to(device=self.device, dtype=self.dtype)
 
+    def ctc_log_probs(self, states: torch.Tensor) -> torch.Tensor:
+        """(B, T, d_model) encoder states → (B, T, vocab + 1) float32 CTC log-probabilities (blank last)."""
+        return F.log_softmax(self.ctc_head(states).float(), dim=-1)
+
     def ctc_loss(self, states: torch.Tensor, lengths: torch.Tensor, targets: list):
         """Token-mean CTC loss over the rows that have a target (blank = the last class); returns
         ``(loss, those rows, their log-probabilities (T, rows, C))``."""
@@ -126,12 +130,11 @@ class MooERModel(nn.Module):
         if not rows:
             return states.sum() * 0.0, rows, None
         index = torch.tensor(rows, device=states.device)
-        logits = self.ctc_head(states.index_select(0, index)).float()
-        log_probs = F.log_softmax(logits, dim=-1).transpose(0, 1)  # (T, B, C)
+        log_probs = self.ctc_log_probs(states.index_select(0, index)).transpose(0, 1)  # (T, B, C)
         flat = torch.tensor([tok for i in rows for tok in targets[i]], dtype=torch.long)
         target_lengths = torch.tensor([len(targets[i]) for i in rows], dtype=torch.long)
         loss = F.ctc_loss(log_probs, flat, lengths.index_select(0, index.to(lengths.device)).long().cpu(),
-                          target_lengths, blank=logits.shape[-1] - 1, reduction="sum", zero_infinity=True)
+                          target_lengths, blank=log_probs.shape[-1] - 1, reduction="sum", zero_infinity=True)
         return loss / target_lengths.sum().clamp_min(1), rows, log_probs
 
     def generation_config(self, options: DecodingOptions, max_new_tokens: int | None = None) -> GenerationConfig:
@@ -163,13 +166,18 @@ class MooERModel(nn.Module):
         options: DecodingOptions,
         max_new_tokens: int | None = None,
         streamer=None,
+        logits_processor: list | None = None,
     ) -> list[list[int]]:
-        """Generate from spliced embeddings; returns each row's new ids up to and including the first EOS."""
+        """Generate from spliced embeddings; returns each row's new ids up to and including the first EOS.
+        ``logits_processor``: extra Hugging Face logits processors (e.g. the CTC prefix scorer)."""
+        from transformers import LogitsProcessorList
+
         out = self.llm.generate(
             inputs_embeds=embeds,
             attention_mask=attention_mask.long(),
             generation_config=self.generation_config(options, max_new_tokens),
             streamer=streamer,
+            logits_processor=LogitsProcessorList(logits_processor or []),
         )
         rows = []
         for row in out.tolist():

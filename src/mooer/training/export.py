@@ -11,7 +11,8 @@ Official layout (what the original wrote by hand after training, spec §1.2, §1
 mooer format (``OUT/mooer``): the official export loaded back *strictly* with
 :func:`mooer.checkpoint.load_checkpoint` (LoRA merged in fp32), given the trained prompt table, and written
 with :func:`mooer.checkpoint.save_native` — so ``mooer transcribe --model OUT/mooer`` runs exactly what the
-loader would run from the official files.
+loader would run from the official files. A CTC head trained with ``model.ctc_weight > 0`` has no place in
+the official layout; the mooer format keeps it (``ctc_head.*``), for joint CTC/attention decoding.
 
 Under ZeRO-3 every parameter is gathered first (the original saved empty partitions, 15.11); the files are
 written by rank 0 only (15.10).
@@ -95,6 +96,7 @@ def collect_parts(built, dtype: torch.dtype) -> dict:
         "encoder": _cpu(model.encoder.state_dict(), torch.float32),
         "adapter": _cpu(model.adapter.state_dict(), torch.float32),
         "encoder_trained": any(p.requires_grad for p in model.encoder.parameters()),
+        "ctc_head": _cpu(model.ctc_head.state_dict(), torch.float32) if model.ctc_head is not None else None,
     }
     llm = model.llm
     if isinstance(llm, PeftModel):
@@ -177,6 +179,11 @@ def export_model(engine: "Engine | None", built, cfg: Config, out_dir: str | Pat
             loaded = load_checkpoint(official, variant=variant, device="cpu", dtype=dtype)
             loaded.prompts = dict(built.prompts)
             loaded.default_task = built.default_task
+            if parts["ctc_head"] is not None:  # not in the official layout; kept for joint CTC decoding
+                head = parts["ctc_head"]["weight"]
+                loaded.model.ctc_head = torch.nn.Linear(head.shape[1], head.shape[0])
+                loaded.model.ctc_head.load_state_dict(parts["ctc_head"])
+                loaded.model.ctc_head.to(dtype)
             source = {k: v for k, v in built.source.items() if k != "prompts"}
             target = out / "mooer"
             if target.exists():
