@@ -45,7 +45,7 @@ class DecodingOptions:
 
 
 #: CTC weight of joint decoding for models with a CTC head (tuned on the demo model's dev split).
-DEFAULT_CTC_WEIGHT = 0.3
+DEFAULT_CTC_WEIGHT = 0.5
 
 #: ``official``: spec §8.1, what the official offline inference uses (beam 4, 200 new tokens,
 #: length penalty 0.8, EOS bias -0.2). ``greedy``: spec §8.2, the official streaming demo.

@@ -26,38 +26,46 @@ NEG_INF = float("-inf")
 
 
 @dataclass
-class _Prefix:
-    """CTC forward variables of one hypothesis (``r_n``, ``r_b``: (T,)), its score ``psi`` and last label."""
+class _States:
+    """CTC state of M hypotheses: forward variables ``r_n``, ``r_b`` (M, T), log prefix score ``psi`` (M,),
+    last label ``last`` (M,; -1 = none yet) and ``ended`` (M,): past EOS or the stop token, nothing changes."""
 
-    r_n: torch.Tensor | None
-    r_b: torch.Tensor | None
-    psi: float
-    last: int
-    ended: bool = False
+    r_n: torch.Tensor
+    r_b: torch.Tensor
+    psi: torch.Tensor
+    last: torch.Tensor
+    ended: torch.Tensor
+
+    def __getitem__(self, index) -> "_States":
+        return _States(self.r_n[index], self.r_b[index], self.psi[index], self.last[index], self.ended[index])
+
+    @staticmethod
+    def cat(parts: list["_States"]) -> "_States":
+        return _States(*(torch.cat([getattr(p, f) for p in parts]) for f in ("r_n", "r_b", "psi", "last", "ended")))
 
 
-def extend(x: torch.Tensor, r_n: torch.Tensor, r_b: torch.Tensor, last: torch.Tensor, empty: torch.Tensor,
-           labels: torch.Tensor, blank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def extend(xs: torch.Tensor, x_blank: torch.Tensor, r_n: torch.Tensor, r_b: torch.Tensor, last: torch.Tensor,
+           empty: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Extend N hypotheses by K labels each.
 
-    ``x``: (N, T, C) CTC log-probabilities of each hypothesis's utterance (frames past its length padded with
-    0 for blank and -inf otherwise, which leaves every score unchanged); ``r_n``, ``r_b``: (N, T);
-    ``last``: (N,) last label (-1 if none); ``empty``: (N,) bool, hypothesis has no label yet;
-    ``labels``: (N, K). Returns the extended ``r_n``, ``r_b`` (N, T, K) and ``psi`` (N, K).
+    ``xs``: (N, T, K) CTC log-probabilities of the labels in each hypothesis's utterance, ``x_blank``: (N, T)
+    those of blank (frames past the utterance's length padded with -inf for labels and 0 for blank, which
+    leaves every score unchanged); ``r_n``, ``r_b``: (N, T); ``last``: (N,) last label (-1 if none);
+    ``empty``: (N,) bool, hypothesis has no label yet; ``labels``: (N, K).
+    Returns the extended ``r_n``, ``r_b`` (N, T, K) and ``psi`` (N, K).
     """
-    n, t_max, _ = x.shape
-    xs = torch.gather(x, 2, labels.unsqueeze(1).expand(n, t_max, labels.shape[1]))  # (N, T, K)
-    x_blank = x[:, :, blank].unsqueeze(-1)  # (N, T, 1)
+    n, t_max, _ = xs.shape
+    x_blank = x_blank.unsqueeze(-1)  # (N, T, 1)
     r_sum = torch.logaddexp(r_n, r_b).unsqueeze(-1)  # (N, T, 1)
     phi = torch.where(labels.unsqueeze(1) == last.view(n, 1, 1), r_b.unsqueeze(-1), r_sum)  # (N, T, K)
     new_n = torch.full_like(xs, NEG_INF)
     new_b = torch.full_like(xs, NEG_INF)
     new_n[:, 0] = torch.where(empty.view(n, 1), xs[:, 0], torch.full_like(xs[:, 0], NEG_INF))
-    psi = new_n[:, 0].clone()
+    # psi: the prefix is complete at the first frame of its new label (all frames at once)
+    psi = torch.logaddexp(new_n[:, 0], torch.logsumexp(phi[:, :-1] + xs[:, 1:], dim=1)) if t_max > 1 else new_n[:, 0]
     for t in range(1, t_max):
         new_n[:, t] = torch.logaddexp(new_n[:, t - 1], phi[:, t - 1]) + xs[:, t]
         new_b[:, t] = torch.logaddexp(new_n[:, t - 1], new_b[:, t - 1]) + x_blank[:, t]
-        psi = torch.logaddexp(psi, phi[:, t - 1] + xs[:, t])
     return new_n, new_b, psi
 
 
@@ -85,73 +93,76 @@ class CTCPrefixScorer(LogitsProcessor):
         self.end_ids = set(end_ids)
         self.stop_ids = set(stop_ids)
         self.pre_beam = max(pre_beam, 2 * num_beams)
-        self._cache: dict[tuple[int, tuple[int, ...]], _Prefix] = {}
+        self._finish_ids = torch.tensor(sorted(self.end_ids | self.stop_ids), dtype=torch.long)
+        self._bank: _States | None = None  # the states of the prefixes the next step can see
+        self._keys: dict[tuple[int, tuple[int, ...]], int] = {}  # (utterance, prefix) → row of _bank
 
-    def _initial(self, b: int) -> _Prefix:
-        return _Prefix(torch.full((self.x.shape[1],), NEG_INF), torch.cumsum(self.x[b, :, self.blank], 0), 0.0, -1)
+    def _initial(self, b: int) -> _States:
+        t_max = self.x.shape[1]
+        return _States(torch.full((1, t_max), NEG_INF), torch.cumsum(self.x[b, :, self.blank], 0).unsqueeze(0),
+                       torch.zeros(1), torch.tensor([-1]), torch.tensor([False]))
 
-    def _state(self, b: int, prefix: tuple[int, ...]) -> _Prefix:
-        """The prefix's state: from the previous step's cache, else rebuilt token by token."""
-        state = self._cache.get((b, prefix))
-        if state is not None:
-            return state
-        parent = self._cache.get((b, prefix[:-1])) if prefix else None
-        if parent is not None and parent.ended:  # past the transcript: nothing changes any more
-            return parent
+    def _lookup(self, b: int, prefix: tuple[int, ...]) -> _States:
+        """One prefix's state: from the previous step, else rebuilt token by token (a 1-row ``_States``)."""
+        row = self._keys.get((b, prefix))
+        if row is None and prefix:
+            row = self._keys.get((b, prefix[:-1]))
+            if row is not None and not bool(self._bank.ended[row]):
+                row = None
+        if row is not None:  # found, or the parent is past the transcript (nothing changes any more)
+            return self._bank[[row]]
         state = self._initial(b)
-        for i, token in enumerate(prefix):
-            state = self._extend_one(b, state, token)
-            self._cache[(b, prefix[: i + 1])] = state
+        for token in prefix:
+            if not bool(state.ended[0]):
+                state = self._advance(torch.tensor([b]), state, torch.tensor([[token]]))
         return state
 
-    def _extend_one(self, b: int, state: _Prefix, token: int) -> _Prefix:
-        if state.ended:
-            return state
-        if token in self.end_ids or token in self.stop_ids:
-            return _Prefix(None, None, float(torch.logaddexp(state.r_n[-1], state.r_b[-1])), state.last, ended=True)
-        scores = self._extend([b], [state], torch.tensor([[token]]))
-        return scores[1][0][0]
-
-    def _extend(self, rows: list[int], states: list[_Prefix], labels: torch.Tensor):
-        """Scores (N, K) and new states [[_Prefix] * K] * N for extending ``states`` by ``labels``."""
-        x = self.x[rows]
+    def _advance(self, rows: torch.Tensor, states: _States, labels: torch.Tensor) -> _States:
+        """Extend N hypotheses (of utterances ``rows``) by K labels each: N * K states, hypothesis-major."""
+        n, k = labels.shape
+        t_max = self.x.shape[1]
         in_vocab = labels < self.blank
         safe = torch.where(in_vocab, labels, torch.zeros_like(labels))
-        r_n, r_b, psi = extend(
-            x, torch.stack([s.r_n for s in states]), torch.stack([s.r_b for s in states]),
-            torch.tensor([s.last for s in states]), torch.tensor([s.last < 0 for s in states]), safe, self.blank)
-        full = torch.logaddexp(torch.stack([s.r_n[-1] for s in states]), torch.stack([s.r_b[-1] for s in states]))
-        finishing = torch.tensor([[int(c) in self.end_ids or int(c) in self.stop_ids for c in row]
-                                  for row in labels.tolist()], dtype=torch.bool).view(labels.shape)
-        psi = torch.where(finishing, full.unsqueeze(1).expand_as(psi), psi)
+        xs = self.x[rows.view(-1, 1, 1), torch.arange(t_max).view(1, -1, 1), safe.unsqueeze(1)]  # (N, T, K)
+        r_n, r_b, psi = extend(xs, self.x[rows, :, self.blank], states.r_n, states.r_b, states.last,
+                               states.last < 0, safe)
+        finishing = torch.isin(labels, self._finish_ids)
+        full = torch.logaddexp(states.r_n[:, -1], states.r_b[:, -1]).unsqueeze(1)  # log p_ctc(exactly g)
+        psi = torch.where(finishing, full.expand_as(psi), psi)
         psi = torch.where(in_vocab | finishing, psi, torch.full_like(psi, NEG_INF))
-        new_states = []
-        for i, row in enumerate(labels.tolist()):
-            new_states.append([
-                _Prefix(None, None, float(psi[i, k]), states[i].last, ended=True) if finishing[i, k]
-                else _Prefix(r_n[i, :, k], r_b[i, :, k], float(psi[i, k]), c)
-                for k, c in enumerate(row)])
-        return psi, new_states
+        return _States(r_n.transpose(1, 2).reshape(n * k, t_max), r_b.transpose(1, 2).reshape(n * k, t_max),
+                       psi.reshape(-1), torch.where(finishing, states.last.unsqueeze(1), labels).reshape(-1),
+                       finishing.reshape(-1))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         log_probs = scores.float().log_softmax(dim=-1)  # greedy search passes raw logits, beam search log-probs
         out = (1.0 - self.weight) * log_probs
         prefixes = [tuple(row) for row in input_ids.tolist()]
         rows = [n // self.num_beams for n in range(len(prefixes))]
-        states = [self._state(b, p) for b, p in zip(rows, prefixes)]
-        active = [n for n, s in enumerate(states) if not s.ended]
-        if active:
+        found = [self._keys.get((b, p)) for b, p in zip(rows, prefixes)]
+        if all(j is not None for j in found):
+            states = self._bank[torch.tensor(found)]
+        else:
+            states = _States.cat([self._bank[[j]] if j is not None else self._lookup(b, p)
+                                  for j, b, p in zip(found, rows, prefixes)])
+        active = (~states.ended).nonzero().flatten()
+        ended = states.ended.nonzero().flatten().tolist()
+        keep = [states[ended]]
+        keys = {(rows[n], prefixes[n]): i for i, n in enumerate(ended)}
+        if len(active):
             k = min(self.pre_beam, scores.shape[-1])
             labels = log_probs[active].topk(k, dim=-1).indices  # (A, K)
-            psi, new_states = self._extend([rows[n] for n in active], [states[n] for n in active], labels)
-            old = torch.tensor([states[n].psi for n in active]).unsqueeze(1)
+            rows_a = torch.tensor(rows)[active]
+            new = self._advance(rows_a, states[active], labels)
+            old = states.psi[active].unsqueeze(1)
+            psi = new.psi.view(-1, k)
             delta = torch.where(torch.isfinite(old), psi - old, torch.full_like(psi, NEG_INF))
             joint = out[active].gather(1, labels) + self.weight * delta
-            pruned = torch.full_like(out[active], NEG_INF).scatter(1, labels, joint)
-            out[active] = pruned
-        # the next call sees these prefixes extended by one token: keep what it can look up
-        self._cache = {(rows[n], prefixes[n]): s for n, s in enumerate(states) if s.ended}
-        for n, labels_n, states_n in zip(active, labels.tolist() if active else [], new_states if active else []):
-            for c, s in zip(labels_n, states_n):
-                self._cache[(rows[n], prefixes[n] + (c,))] = s
+            out[active] = torch.full_like(out[active], NEG_INF).scatter(1, labels, joint)
+            keep.append(new)
+            base = len(ended)
+            for a, (n, labels_n) in enumerate(zip(active.tolist(), labels.tolist())):
+                for j, c in enumerate(labels_n):
+                    keys[(rows[n], prefixes[n] + (c,))] = base + a * k + j
+        self._bank, self._keys = _States.cat(keep), keys  # what the next step can look up
         return out.to(scores.dtype)

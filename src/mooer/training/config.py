@@ -96,7 +96,8 @@ class ModelConfig:
     #: activation checkpointing in the LLM (and the encoder, if trained)
     gradient_checkpointing: bool = False
     #: weight of an auxiliary CTC loss of the encoder states against the transcript (asr, asr_ast rows);
-    #: 0 = off (the official recipe). Helps an encoder trained from scratch; the head is never exported.
+    #: 0 = off (the official recipe). Helps an encoder trained from scratch; the mooer export keeps the head,
+    #: and decoding then uses it (joint CTC/attention decoding, ``--ctc-weight``).
     ctc_weight: float = 0.0
     #: weight of a guided-attention loss (needs ctc_weight > 0): LLM head ``align_head`` = [layer, head] is
     #: pulled, when predicting a transcript token, to the audio tokens the CTC forced alignment gives it
