@@ -160,7 +160,8 @@ class MooER:
             if weight > 0 and task != "ast":  # ast writes no transcript for the CTC head to score
                 stop = self._separator_ids() if task == "asr_ast" else set()
                 processors.append(CTCPrefixScorer(net.ctc_log_probs(states), lengths, weight, options.num_beams,
-                                                  end_ids={net.eos_id}, stop_ids=stop))
+                                                  end_ids={net.eos_id}, stop_ids=stop,
+                                                  pre_beam=options.ctc_candidates))
             return net.generate(embeds, tokens.attention_mask, options, max_new_tokens, streamer, processors)
 
     def ctc_weight(self, options: DecodingOptions) -> float:

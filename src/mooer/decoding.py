@@ -25,6 +25,9 @@ class DecodingOptions:
     #: None = :data:`DEFAULT_CTC_WEIGHT` for models that carry a CTC head, 0 (LLM only) for the others —
     #: the official checkpoints have none, so their decoding is unchanged.
     ctc_weight: float | None = None
+    #: joint decoding: how many of the LLM's most likely next tokens the CTC head scores at each step (the
+    #: others are dropped); a weak LLM often ranks the right token low, so many more than the beams
+    ctc_candidates: int = 256
 
     def __post_init__(self) -> None:
         if self.num_beams < 1:
@@ -33,6 +36,8 @@ class DecodingOptions:
             raise ValueError("max_new_tokens must be >= 1")
         if self.repetition_penalty <= 0:
             raise ValueError("repetition_penalty must be > 0")
+        if self.ctc_candidates < 1:
+            raise ValueError("ctc_candidates must be >= 1")
         if self.ctc_weight is not None and not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
 
@@ -45,7 +50,7 @@ class DecodingOptions:
 
 
 #: CTC weight of joint decoding for models with a CTC head (tuned on the demo model's dev split).
-DEFAULT_CTC_WEIGHT = 0.5
+DEFAULT_CTC_WEIGHT = 0.7
 
 #: ``official``: spec §8.1, what the official offline inference uses (beam 4, 200 new tokens,
 #: length penalty 0.8, EOS bias -0.2). ``greedy``: spec §8.2, the official streaming demo.

@@ -8,7 +8,7 @@ to ``g`` ending in a non-blank / blank frame; extending ``g`` by a label ``c`` g
 
 the log-probability of all CTC paths whose output *starts* with ``g + c``; ending ``g`` (EOS) scores the
 log-probability of exactly ``g``. Each step, every hypothesis's ``pre_beam`` most likely next tokens (by the
-LLM) are scored, and the beam search adds ``(1 - w) * log p_llm(c) + w * (psi(g + c) - psi(g))``, so a
+LLM; at least twice the beams) are scored, and the beam search adds ``(1 - w) * log p_llm(c) + w * (psi(g + c) - psi(g))``, so a
 finished hypothesis has ``(1 - w) log p_llm + w log p_ctc``. Other tokens get ``-inf``.
 
 A *stop* token ends the transcript before EOS (the ``asr_ast`` separator); after it only the LLM scores.
@@ -78,7 +78,7 @@ class CTCPrefixScorer(LogitsProcessor):
     """
 
     def __init__(self, log_probs: torch.Tensor, lengths: torch.Tensor, weight: float, num_beams: int,
-                 end_ids: set[int], stop_ids: set[int] = frozenset(), pre_beam: int = 10):
+                 end_ids: set[int], stop_ids: set[int] = frozenset(), pre_beam: int = 256):
         if not 0.0 < weight <= 1.0:
             raise ValueError(f"CTC weight must be in (0, 1], got {weight}")
         x = log_probs.detach().float().cpu()
