@@ -51,9 +51,9 @@ def test_prefix_and_sequence_probabilities_match_enumeration_with_padding():
     for b, n in enumerate(lengths):
         exact, prefix = enumerate_paths(x[b, :n])  # the padded frames of row 1 must not count
         for g in [(), (0,), (2,), (0, 0), (1, 2), (2, 1, 2), (1, 1, 1), (0, 1, 2, 0)]:
-            psi = float(scorer._lookup(b, g).psi[0])
+            psi = float(scorer._rebuild(b, g).psi[0])
             assert math.exp(psi) == pytest.approx(prefix.get(g, 1.0 if not g else 0.0), rel=1e-5, abs=1e-9)
-            end = scorer._lookup(b, g + (EOS,))
+            end = scorer._rebuild(b, g + (EOS,))
             assert bool(end.ended[0]) and math.exp(float(end.psi[0])) == pytest.approx(exact.get(g, 0.0), rel=1e-5,
                                                                                       abs=1e-9)
 

@@ -8,8 +8,8 @@ to ``g`` ending in a non-blank / blank frame; extending ``g`` by a label ``c`` g
 
 the log-probability of all CTC paths whose output *starts* with ``g + c``; ending ``g`` (EOS) scores the
 log-probability of exactly ``g``. Each step, every hypothesis's ``pre_beam`` most likely next tokens (by the
-LLM; at least twice the beams) are scored, and the beam search adds ``(1 - w) * log p_llm(c) + w * (psi(g + c) - psi(g))``, so a
-finished hypothesis has ``(1 - w) log p_llm + w log p_ctc``. Other tokens get ``-inf``.
+LLM; at least twice the beams) are scored, and the beam search adds
+``(1 - w) * log p_llm(c) + w * (psi(g + c) - psi(g))``, so a finished hypothesis has ``(1 - w) log p_llm + w log p_ctc``. Other tokens get ``-inf``.
 
 A *stop* token ends the transcript before EOS (the ``asr_ast`` separator); after it only the LLM scores.
 This is a :class:`transformers.LogitsProcessor`, so Hugging Face beam search and greedy search drive it.
@@ -88,81 +88,117 @@ class CTCPrefixScorer(LogitsProcessor):
         x = x.masked_fill(beyond.unsqueeze(-1), NEG_INF)
         x[:, :, self.blank] = x[:, :, self.blank].masked_fill(beyond, 0.0)
         self.x = x
+        self.x_by_class = x.transpose(1, 2).contiguous()  # (B, C, T): a label's frames in one row
         self.weight = weight
         self.num_beams = num_beams
         self.end_ids = set(end_ids)
         self.stop_ids = set(stop_ids)
         self.pre_beam = max(pre_beam, 2 * num_beams)
         self._finish_ids = torch.tensor(sorted(self.end_ids | self.stop_ids), dtype=torch.long)
-        self._bank: _States | None = None  # the states of the prefixes the next step can see
-        self._keys: dict[tuple[int, tuple[int, ...]], int] = {}  # (utterance, prefix) → row of _bank
+        # what the next step can look up: the candidates of the active hypotheses (kept as computed, picked
+        # when chosen) and the hypotheses already past the transcript
+        self._candidates: _Candidates | None = None
+        self._parents: dict[tuple[int, tuple[int, ...]], int] = {}  # (utterance, prefix) → candidates row
+        self._done: _States | None = None
+        self._done_keys: dict[tuple[int, tuple[int, ...]], int] = {}  # (utterance, prefix) → _done row
 
     def _initial(self, b: int) -> _States:
         t_max = self.x.shape[1]
         return _States(torch.full((1, t_max), NEG_INF), torch.cumsum(self.x[b, :, self.blank], 0).unsqueeze(0),
                        torch.zeros(1), torch.tensor([-1]), torch.tensor([False]))
 
-    def _lookup(self, b: int, prefix: tuple[int, ...]) -> _States:
-        """One prefix's state: from the previous step, else rebuilt token by token (a 1-row ``_States``)."""
-        row = self._keys.get((b, prefix))
-        if row is None and prefix:
-            row = self._keys.get((b, prefix[:-1]))
-            if row is not None and not bool(self._bank.ended[row]):
-                row = None
-        if row is not None:  # found, or the parent is past the transcript (nothing changes any more)
-            return self._bank[[row]]
+    def _rebuild(self, b: int, prefix: tuple[int, ...]) -> _States:
+        """A prefix's state computed token by token (a 1-row ``_States``; only when not found)."""
         state = self._initial(b)
         for token in prefix:
             if not bool(state.ended[0]):
-                state = self._advance(torch.tensor([b]), state, torch.tensor([[token]]))
+                state = self._advance(torch.tensor([b]), state, torch.tensor([[token]])).pick([0], [0])
         return state
 
-    def _advance(self, rows: torch.Tensor, states: _States, labels: torch.Tensor) -> _States:
-        """Extend N hypotheses (of utterances ``rows``) by K labels each: N * K states, hypothesis-major."""
-        n, k = labels.shape
-        t_max = self.x.shape[1]
+    def _lookup(self, rows: list[int], prefixes: list[tuple[int, ...]]) -> _States:
+        """The states of the hypotheses: a candidate of the previous step, a hypothesis past its transcript
+        (its parent's state), or rebuilt."""
+        picked, done, rebuilt = [], [], []  # (position, row[, token]) per source
+        for n, (b, p) in enumerate(zip(rows, prefixes)):
+            parent = (b, p[:-1])
+            if p and parent in self._parents:
+                picked.append((n, self._parents[parent], p[-1]))
+            elif p and parent in self._done_keys:
+                done.append((n, self._done_keys[parent]))
+            else:
+                rebuilt.append(n)
+        parts, order = [], []
+        if picked:
+            a = torch.tensor([r for _, r, _ in picked])
+            tokens = torch.tensor([t for _, _, t in picked])
+            match = self._candidates.labels[a] == tokens.unsqueeze(1)
+            lost = [picked[i][0] for i in (~match.any(dim=1)).nonzero().flatten().tolist()]
+            keep = match.any(dim=1)
+            if bool(keep.any()):
+                parts.append(self._candidates.pick(a[keep], match[keep].float().argmax(dim=1)))
+                order += [n for (n, _, _), k in zip(picked, keep.tolist()) if k]
+            rebuilt += lost  # a token the scorer did not propose (cannot happen: it scored -inf)
+        if done:
+            parts.append(self._done[[r for _, r in done]])
+            order += [n for n, _ in done]
+        for n in rebuilt:
+            parts.append(self._rebuild(rows[n], prefixes[n]))
+            order.append(n)
+        states = _States.cat(parts)
+        return states[torch.argsort(torch.tensor(order))]
+
+    def _advance(self, rows: torch.Tensor, states: _States, labels: torch.Tensor) -> "_Candidates":
+        """Extend N hypotheses (of utterances ``rows``) by K labels each."""
         in_vocab = labels < self.blank
         safe = torch.where(in_vocab, labels, torch.zeros_like(labels))
-        xs = self.x[rows.view(-1, 1, 1), torch.arange(t_max).view(1, -1, 1), safe.unsqueeze(1)]  # (N, T, K)
+        xs = self.x_by_class[rows.unsqueeze(1), safe].transpose(1, 2).contiguous()  # (N, T, K)
         r_n, r_b, psi = extend(xs, self.x[rows, :, self.blank], states.r_n, states.r_b, states.last,
                                states.last < 0, safe)
         finishing = torch.isin(labels, self._finish_ids)
         full = torch.logaddexp(states.r_n[:, -1], states.r_b[:, -1]).unsqueeze(1)  # log p_ctc(exactly g)
         psi = torch.where(finishing, full.expand_as(psi), psi)
         psi = torch.where(in_vocab | finishing, psi, torch.full_like(psi, NEG_INF))
-        return _States(r_n.transpose(1, 2).reshape(n * k, t_max), r_b.transpose(1, 2).reshape(n * k, t_max),
-                       psi.reshape(-1), torch.where(finishing, states.last.unsqueeze(1), labels).reshape(-1),
-                       finishing.reshape(-1))
+        last = torch.where(finishing, states.last.unsqueeze(1), labels)
+        return _Candidates(labels, r_n, r_b, psi, last, finishing)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         log_probs = scores.float().log_softmax(dim=-1)  # greedy search passes raw logits, beam search log-probs
         out = (1.0 - self.weight) * log_probs
         prefixes = [tuple(row) for row in input_ids.tolist()]
         rows = [n // self.num_beams for n in range(len(prefixes))]
-        found = [self._keys.get((b, p)) for b, p in zip(rows, prefixes)]
-        if all(j is not None for j in found):
-            states = self._bank[torch.tensor(found)]
-        else:
-            states = _States.cat([self._bank[[j]] if j is not None else self._lookup(b, p)
-                                  for j, b, p in zip(found, rows, prefixes)])
+        states = self._lookup(rows, prefixes)
         active = (~states.ended).nonzero().flatten()
         ended = states.ended.nonzero().flatten().tolist()
-        keep = [states[ended]]
-        keys = {(rows[n], prefixes[n]): i for i, n in enumerate(ended)}
+        self._done = states[ended]
+        self._done_keys = {(rows[n], prefixes[n]): i for i, n in enumerate(ended)}
+        self._candidates, self._parents = None, {}
         if len(active):
             k = min(self.pre_beam, scores.shape[-1])
             labels = log_probs[active].topk(k, dim=-1).indices  # (A, K)
-            rows_a = torch.tensor(rows)[active]
-            new = self._advance(rows_a, states[active], labels)
+            new = self._advance(torch.tensor(rows)[active], states[active], labels)
             old = states.psi[active].unsqueeze(1)
-            psi = new.psi.view(-1, k)
-            delta = torch.where(torch.isfinite(old), psi - old, torch.full_like(psi, NEG_INF))
+            delta = torch.where(torch.isfinite(old), new.psi - old, torch.full_like(new.psi, NEG_INF))
             joint = out[active].gather(1, labels) + self.weight * delta
             out[active] = torch.full_like(out[active], NEG_INF).scatter(1, labels, joint)
-            keep.append(new)
-            base = len(ended)
-            for a, (n, labels_n) in enumerate(zip(active.tolist(), labels.tolist())):
-                for j, c in enumerate(labels_n):
-                    keys[(rows[n], prefixes[n] + (c,))] = base + a * k + j
-        self._bank, self._keys = _States.cat(keep), keys  # what the next step can look up
+            self._candidates = new
+            self._parents = {(rows[n], prefixes[n]): a for a, n in enumerate(active.tolist())}
         return out.to(scores.dtype)
+
+
+@dataclass
+class _Candidates:
+    """N hypotheses extended by K labels each: ``labels`` (N, K), forward variables ``r_n``, ``r_b`` (N, T, K),
+    and per candidate ``psi``, ``last``, ``ended`` (N, K)."""
+
+    labels: torch.Tensor
+    r_n: torch.Tensor
+    r_b: torch.Tensor
+    psi: torch.Tensor
+    last: torch.Tensor
+    ended: torch.Tensor
+
+    def pick(self, rows, columns) -> _States:
+        """The states of candidates ``(rows[i], columns[i])``."""
+        rows, columns = torch.as_tensor(rows), torch.as_tensor(columns)
+        return _States(self.r_n[rows, :, columns], self.r_b[rows, :, columns], self.psi[rows, columns],
+                       self.last[rows, columns], self.ended[rows, columns])
