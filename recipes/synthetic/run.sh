@@ -5,7 +5,7 @@
 #   stage 0  system + Python dependencies (espeak-ng, flite, sox; pypinyin)
 #   stage 1  corpus: split by sentence, synthesise 16 kHz WAVs, write manifests   (make_corpus.py)
 #   stage 2  tokenizer: Qwen2-style byte-level BPE on the training split           (make_tokenizer.py)
-#   stage 3  train (three `mooer train` runs, conf/demo.yaml + overrides)
+#   stage 3  train (four `mooer train` runs, conf/demo.yaml + overrides)
 #   stage 4  decode + score the test split (CER, WER, BLEU)
 #   stage 5  install the model as src/mooer/assets/default-model
 #
@@ -82,10 +82,12 @@ if run_stage 2; then
 fi
 
 if run_stage 3; then
-  # Three runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
+  # Four runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
   # 3 epochs; (b) a continuation from (a)'s export with a fresh cosine schedule, 2 epochs; (c) a continuation
   # from (b) with guided attention (LLM head 1.0 pulled to the CTC forced alignment), asr-heavy task mix,
-  # 8 epochs. Without (c) the LLM kept stepping through the audio at a fixed rate and never read it.
+  # 8 epochs; (d) (c) resumed from its last checkpoint under a 16-epoch schedule (8 more epochs) with the
+  # CTC loss weighted 1.0: the CTC head matters most, as decoding scores the LLM's beams with it.
+  # Without (c) the LLM kept stepping through the audio at a fixed rate and never read it.
   log 3 "train -> $exp"
   timed mooer train --config "$config" train.exp_dir="$exp/stage1" data.train="$data/train.jsonl" \
     data.dev="$data/dev.jsonl" model.tokenizer_path="$data/tokenizer"
@@ -98,9 +100,11 @@ if run_stage 3; then
   timed continue_from stage1 train.exp_dir="$exp/stage2" optim.lr=1.5e-3 train.epochs=2
   timed continue_from stage2 train.exp_dir="$exp/stage3" optim.lr=1.5e-3 train.epochs=8 \
     'data.tasks={asr: 2, ast: 0.5, asr_ast: 1}' model.align_weight=1.0 validation.every=200 train.save_every=400
+  timed mooer train --config "$exp/stage3/config.yaml" train.exp_dir="$exp/stage3b" train.epochs=16 \
+    train.resume="$(ls -d "$exp"/stage3/checkpoints/step-* | tail -n 1)" model.ctc_weight=1.0
 fi
 
-model=$exp/stage3/export/mooer
+model=$exp/stage3b/export/mooer
 
 if run_stage 4; then
   # Held-out scoring. zh: CER (asr, asr_ast transcript), BLEU (ast, asr_ast translation); en: WER (asr).
@@ -112,11 +116,16 @@ if run_stage 4; then
     mooer transcribe --model "$model" --scp "$data/${split}_zh/wav.scp" --task ast --format jsonl --output "$dir/zh_ast.jsonl"
     mooer transcribe --model "$model" --scp "$data/${split}_zh/wav.scp" --task asr_ast --format jsonl --output "$dir/zh_asr_ast.jsonl"
     mooer transcribe --model "$model" --scp "$data/${split}_en/wav.scp" --task asr --format jsonl --output "$dir/en_asr.jsonl"
+    # the same without the CTC head (LLM only), for comparison with joint CTC/attention decoding (the default)
+    mooer transcribe --model "$model" --scp "$data/${split}_zh/wav.scp" --task asr --ctc-weight 0 --format jsonl --output "$dir/zh_asr_llm.jsonl"
+    mooer transcribe --model "$model" --scp "$data/${split}_en/wav.scp" --task asr --ctc-weight 0 --format jsonl --output "$dir/en_asr_llm.jsonl"
     mooer eval --ref "$data/${split}_zh/text" --hyp "$dir/zh_asr.jsonl" --metric cer --json "$dir/zh_asr.cer.json"
     mooer eval --ref "$data/${split}_zh/text.en" --hyp "$dir/zh_ast.jsonl" --task ast --metric bleu --json "$dir/zh_ast.bleu.json"
     mooer eval --ref "$data/${split}_zh/text" --hyp "$dir/zh_asr_ast.jsonl" --task asr --metric cer --json "$dir/zh_asr_ast.cer.json"
     mooer eval --ref "$data/${split}_zh/text.en" --hyp "$dir/zh_asr_ast.jsonl" --task ast --metric bleu --json "$dir/zh_asr_ast.bleu.json"
     mooer eval --ref "$data/${split}_en/text" --hyp "$dir/en_asr.jsonl" --metric wer --normalize --json "$dir/en_asr.wer.json"
+    mooer eval --ref "$data/${split}_zh/text" --hyp "$dir/zh_asr_llm.jsonl" --metric cer --json "$dir/zh_asr_llm.cer.json"
+    mooer eval --ref "$data/${split}_en/text" --hyp "$dir/en_asr_llm.jsonl" --metric wer --normalize --json "$dir/en_asr_llm.wer.json"
   done
 fi
 
@@ -129,8 +138,8 @@ if run_stage 5; then
 import json, sys
 path = sys.argv[1]
 config = json.load(open(path, encoding="utf-8"))
-config["source"] = {"recipe": "recipes/synthetic/run.sh stage 3: conf/demo.yaml from scratch, then two "
-                              "continuations, the last with guided attention",
+config["source"] = {"recipe": "recipes/synthetic/run.sh stage 3: conf/demo.yaml from scratch, then three "
+                              "continuations, the last two with guided attention",
                     "trained": {"encoder": "scratch", "adapter": "new", "llm": "scratch"}}
 open(path, "w", encoding="utf-8").write(json.dumps(config, ensure_ascii=False, indent=2) + "\n")
 PY
