@@ -10,6 +10,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -76,7 +77,6 @@ class MooER:
         self.default_task = loaded.default_task
         self.downsample = self.model.adapter.k
         self.last_stats: TranscribeStats | None = None  # what the latest transcribe() did (padding, timing)
-        self._separator_cache: set[int] | None = None
         enable_shared_prefill(self.model)  # beam search: one prefill per utterance, not per beam (exact)
 
     # ------------------------------------------------------------------------------------------ loading
@@ -158,7 +158,7 @@ class MooER:
             processors = []
             weight = self.ctc_weight(options)
             if weight > 0 and task != "ast":  # ast writes no transcript for the CTC head to score
-                stop = self._separator_ids() if task == "asr_ast" else set()
+                stop = self._separator_ids if task == "asr_ast" else set()
                 processors.append(CTCPrefixScorer(net.ctc_log_probs(states), lengths, weight, options.num_beams,
                                                   end_ids={net.eos_id}, stop_ids=stop,
                                                   pre_beam=options.ctc_candidates))
@@ -173,12 +173,11 @@ class MooER:
                              f"with model.ctc_weight > 0 and exported by mooer carry one); use 0")
         return options.ctc_weight
 
+    @cached_property
     def _separator_ids(self) -> set[int]:
         """Tokens that contain the asr_ast separator: they end the transcript the CTC head scores."""
-        if self._separator_cache is None:
-            vocab = self.tokenizer.get_vocab().values()
-            self._separator_cache = {i for i in vocab if MULTITASK_SEPARATOR in self.tokenizer.decode([i])}
-        return self._separator_cache
+        vocab = self.tokenizer.get_vocab().values()
+        return {i for i in vocab if MULTITASK_SEPARATOR in self.tokenizer.decode([i])}
 
     def text_of(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)

@@ -329,7 +329,7 @@ def load_native(root: Path, device, dtype, attn_implementation: str | None = Non
     llm, tokenizer = load_llm(root / "llm", dtype, attn_implementation)
     model = MooERModel(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
     if ctc_classes:
-        model.ctc_head = torch.nn.Linear(encoder.config.d_model, int(ctc_classes))
+        model.attach_ctc_head(int(ctc_classes) - 1)
         load_strict(model.ctc_head, groups["ctc_head."], weights, "the CTC head")
     model.to(device=device, dtype=dtype).eval()
     prompts = dict(config.get("prompts") or DEFAULT_PROMPTS)

@@ -9,7 +9,8 @@ to ``g`` ending in a non-blank / blank frame; extending ``g`` by a label ``c`` g
 the log-probability of all CTC paths whose output *starts* with ``g + c``; ending ``g`` (EOS) scores the
 log-probability of exactly ``g``. Each step, every hypothesis's ``pre_beam`` most likely next tokens (by the
 LLM; at least twice the beams) are scored, and the beam search adds
-``(1 - w) * log p_llm(c) + w * (psi(g + c) - psi(g))``, so a finished hypothesis has ``(1 - w) log p_llm + w log p_ctc``. Other tokens get ``-inf``.
+``(1 - w) * log p_llm(c) + w * (psi(g + c) - psi(g))``, so a finished hypothesis has
+``(1 - w) log p_llm + w log p_ctc``. Other tokens get ``-inf``.
 
 A *stop* token ends the transcript before EOS (the ``asr_ast`` separator); after it only the LLM scores.
 This is a :class:`transformers.LogitsProcessor`, so Hugging Face beam search and greedy search drive it.
@@ -87,7 +88,6 @@ class CTCPrefixScorer(LogitsProcessor):
         self.blank = x.shape[-1] - 1
         x = x.masked_fill(beyond.unsqueeze(-1), NEG_INF)
         x[:, :, self.blank] = x[:, :, self.blank].masked_fill(beyond, 0.0)
-        self.x = x
         self.x_by_class = x.transpose(1, 2).contiguous()  # (B, C, T): a label's frames in one row
         self.weight = weight
         self.num_beams = num_beams
@@ -103,8 +103,8 @@ class CTCPrefixScorer(LogitsProcessor):
         self._done_keys: dict[tuple[int, tuple[int, ...]], int] = {}  # (utterance, prefix) → _done row
 
     def _initial(self, b: int) -> _States:
-        t_max = self.x.shape[1]
-        return _States(torch.full((1, t_max), NEG_INF), torch.cumsum(self.x[b, :, self.blank], 0).unsqueeze(0),
+        blank = self.x_by_class[b, self.blank]
+        return _States(torch.full((1, blank.shape[0]), NEG_INF), torch.cumsum(blank, 0).unsqueeze(0),
                        torch.zeros(1), torch.tensor([-1]), torch.tensor([False]))
 
     def _rebuild(self, b: int, prefix: tuple[int, ...]) -> _States:
@@ -132,12 +132,11 @@ class CTCPrefixScorer(LogitsProcessor):
             a = torch.tensor([r for _, r, _ in picked])
             tokens = torch.tensor([t for _, _, t in picked])
             match = self._candidates.labels[a] == tokens.unsqueeze(1)
-            lost = [picked[i][0] for i in (~match.any(dim=1)).nonzero().flatten().tolist()]
-            keep = match.any(dim=1)
-            if bool(keep.any()):
-                parts.append(self._candidates.pick(a[keep], match[keep].float().argmax(dim=1)))
-                order += [n for (n, _, _), k in zip(picked, keep.tolist()) if k]
-            rebuilt += lost  # a token the scorer did not propose (cannot happen: it scored -inf)
+            found = match.any(dim=1)
+            parts.append(self._candidates.pick(a[found], match[found].float().argmax(dim=1)))
+            order += [n for (n, _, _), f in zip(picked, found.tolist()) if f]
+            # a token the scorer did not propose cannot be chosen (it scored -inf); rebuilt if it ever is
+            rebuilt += [n for (n, _, _), f in zip(picked, found.tolist()) if not f]
         if done:
             parts.append(self._done[[r for _, r in done]])
             order += [n for n, _ in done]
@@ -152,7 +151,7 @@ class CTCPrefixScorer(LogitsProcessor):
         in_vocab = labels < self.blank
         safe = torch.where(in_vocab, labels, torch.zeros_like(labels))
         xs = self.x_by_class[rows.unsqueeze(1), safe].transpose(1, 2).contiguous()  # (N, T, K)
-        r_n, r_b, psi = extend(xs, self.x[rows, :, self.blank], states.r_n, states.r_b, states.last,
+        r_n, r_b, psi = extend(xs, self.x_by_class[rows, self.blank], states.r_n, states.r_b, states.last,
                                states.last < 0, safe)
         finishing = torch.isin(labels, self._finish_ids)
         full = torch.logaddexp(states.r_n[:, -1], states.r_b[:, -1]).unsqueeze(1)  # log p_ctc(exactly g)

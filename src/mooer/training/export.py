@@ -180,10 +180,8 @@ def export_model(engine: "Engine | None", built, cfg: Config, out_dir: str | Pat
             loaded.prompts = dict(built.prompts)
             loaded.default_task = built.default_task
             if parts["ctc_head"] is not None:  # not in the official layout; kept for joint CTC decoding
-                head = parts["ctc_head"]["weight"]
-                loaded.model.ctc_head = torch.nn.Linear(head.shape[1], head.shape[0])
+                loaded.model.attach_ctc_head(parts["ctc_head"]["weight"].shape[0] - 1)
                 loaded.model.ctc_head.load_state_dict(parts["ctc_head"])
-                loaded.model.ctc_head.to(dtype)
             source = {k: v for k, v in built.source.items() if k != "prompts"}
             target = out / "mooer"
             if target.exists():
