@@ -224,6 +224,19 @@ def test_exported_ctc_head_drives_joint_decoding_and_loads_strictly(overfit, cap
     torch.testing.assert_close(loaded.model.ctc_head.weight, head.weight.detach(), rtol=0, atol=0)
     assert load_checkpoint(overfit.export["official"], device="cpu").model.ctc_head is None
 
+    # training that starts from the export continues its head; a start without one gets a new head
+    from mooer.training import load_config
+    from mooer.training.model import build_model
+
+    def start(init_from: str) -> torch.nn.Linear:
+        cfg = load_config(TINY, [f"model.init_from={init_from}", "model.ctc_weight=0.3", "model.llm_config=null",
+                                 "model.tokenizer_path=null", "model.cmvn=null", "model.encoder={}"])
+        return build_model(cfg.model, torch.device("cpu"), torch.float32).model.ctc_head
+
+    torch.testing.assert_close(start(str(export)).weight, head.weight.detach(), rtol=0, atol=0)
+    fresh = start(overfit.export["official"])
+    assert fresh.weight.shape == head.weight.shape and not torch.equal(fresh.weight, head.weight.detach())
+
     files = [str(AUDIO / f"{c}.wav") for c in CLIPS]
     def transcribe(weight: str) -> dict:
         capsys.readouterr()

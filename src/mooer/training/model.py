@@ -3,7 +3,8 @@
 Three starting points, combinable part by part:
 
 - ``init_from``: a whole checkpoint (official release layout or mooer format) through
-  :func:`mooer.checkpoint.load_checkpoint` (strict); its LoRA, if any, is merged into the LLM.
+  :func:`mooer.checkpoint.load_checkpoint` (strict); its LoRA, if any, is merged into the LLM, and its CTC
+  head, if it has one, is continued when ``ctc_weight`` > 0 (a new head is attached otherwise).
 - components: ``encoder_path`` (a ``paraformer-encoder.pth``), ``adapter_path`` (an official
   ``adapter_project.pt``) and ``llm_path`` (a Hugging Face directory), each loaded strictly.
 - from scratch: a SANM encoder of the ``encoder`` size, a new adapter (``downsample``, ``adapter_hidden``),
@@ -144,6 +145,7 @@ def build_model(cfg: ModelConfig, device: torch.device, frozen_dtype: torch.dtyp
     prompts = dict(cfg.prompts) if cfg.prompts else dict(DEFAULT_PROMPTS)
     source: dict = {}
     cmvn: Cmvn | None = None
+    ctc_head: nn.Linear | None = None  # a trained CTC head that the starting checkpoint carries
     init_from = Path(cfg.init_from) if cfg.init_from else None
     use_whole = init_from is not None and not (cfg.lora.init_from and is_official_layout(init_from))
 
@@ -151,6 +153,7 @@ def build_model(cfg: ModelConfig, device: torch.device, frozen_dtype: torch.dtyp
         loaded = load_checkpoint(init_from, variant=cfg.variant, llm=cfg.llm_path, device="cpu", dtype=torch.float32)
         encoder, adapter, llm = loaded.model.encoder, loaded.model.adapter, loaded.model.llm
         tokenizer, cmvn = loaded.tokenizer, loaded.cmvn
+        ctc_head = loaded.model.ctc_head
         if not cfg.prompts:
             prompts = dict(loaded.prompts)
         source["init_from"] = {k: v for k, v in loaded.info.items() if k in ("format", "path", "variant", "llm")}
@@ -240,6 +243,9 @@ def build_model(cfg: ModelConfig, device: torch.device, frozen_dtype: torch.dtyp
             raise ConfigError("model.ctc_weight > 0 trains the encoder: set model.freeze_encoder false")
         torch.manual_seed(cfg.init_seed + 1)
         model.attach_ctc_head(len(tokenizer))
+        if ctc_head is not None:  # continue the head of init_from (its shape was checked when it loaded)
+            model.ctc_head.load_state_dict(ctc_head.state_dict())
+            source["ctc_head"] = "init_from"
     if cfg.align_weight > 0:
         if cfg.ctc_weight <= 0:
             raise ConfigError("model.align_weight > 0 aligns with the CTC head: set model.ctc_weight > 0")
