@@ -496,6 +496,32 @@ def test_guided_attention_trains_a_head_and_is_validated():
             build_model(load_config(TINY, bad).model, torch.device("cpu"), torch.float32)
 
 
+def test_encoder_dropout_acts_in_training_only_and_is_validated():
+    from mooer.errors import ConfigError
+    from mooer.training import load_config
+    from mooer.training.model import build_model
+
+    def encoder(*overrides):
+        torch.manual_seed(0)
+        return build_model(load_config(TINY, list(overrides)).model, torch.device("cpu"), torch.float32).model.encoder
+
+    plain, dropped = encoder(), encoder("model.encoder_dropout=0.2")
+    assert plain.state_dict().keys() == dropped.state_dict().keys()  # no new weights: checkpoints are unchanged
+    feats, lengths = torch.randn(2, 30, 560), torch.tensor([30, 22])
+    with torch.no_grad():
+        dropped.train()
+        first, second = dropped(feats, lengths), dropped(feats, lengths)
+        assert not torch.allclose(first, second)  # a new mask each forward
+        plain.eval(), dropped.eval()
+        torch.testing.assert_close(dropped(feats, lengths), plain(feats, lengths), rtol=0, atol=0)
+    assert sum(m.p == 0.2 for m in dropped.modules() if isinstance(m, torch.nn.Dropout)) == 1 + 2 * 2
+    assert [layer.self_attn.attention_dropout for layer in (*dropped.encoders0, *dropped.encoders)] == [0.2, 0.2]
+    for bad, match in ((["model.encoder_dropout=0.1", "model.freeze_encoder=true"], "freeze_encoder"),
+                       (["model.encoder_dropout=1.0"], r"must be in \[0, 1\)")):
+        with pytest.raises(ConfigError, match=match):
+            encoder(*bad)
+
+
 # ------------------------------------------------------------------------------------ CMVN, bad data
 
 

@@ -4,6 +4,10 @@ Pre-LN blocks; layer 0 (``encoders0.0``) maps the 560-dim LFR input to d_model a
 residual; every attention is multi-head self-attention plus an FSMN memory (a depthwise 1-D conv over the
 value stream). The input is scaled by sqrt(d_model) and gets a sinusoidal position encoding of the *input*
 width with positions starting at 1, computed in float32.
+
+Dropout (training only, FunASR's ``dropout_rate``/``attention_dropout_rate``; 0 unless
+:meth:`SANMEncoder.set_dropout` is called) acts on the input after the position encoding, the attention
+probabilities, the feed-forward hidden layer and each sub-layer output before its residual sum.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class SANMAttention(nn.Module):
         self.fsmn_block = nn.Conv1d(d_model, d_model, kernel_size, groups=d_model, bias=False)
         left = (kernel_size - 1) // 2 + shift
         self.fsmn_padding = (left, kernel_size - 1 - left)
+        self.attention_dropout = 0.0
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: (B, T, in_dim); mask: (B, T) bool, True on valid frames."""
@@ -66,7 +71,8 @@ class SANMAttention(nn.Module):
         memory = (memory + vm) * frame_mask
         # Attention; padded keys are excluded (softmax over valid keys only).
         q, k, v = (z.view(b, t, self.heads, self.d_k).transpose(1, 2) for z in (q, k, v))
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :],
+                                              dropout_p=self.attention_dropout if self.training else 0.0)
         attn = attn.transpose(1, 2).reshape(b, t, self.d_model)
         return self.linear_out(attn) + memory
 
@@ -76,9 +82,10 @@ class FeedForward(nn.Module):
         super().__init__()
         self.w_1 = nn.Linear(d_model, units)
         self.w_2 = nn.Linear(units, d_model)
+        self.dropout = nn.Dropout(0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w_2(F.relu(self.w_1(x)))
+        return self.w_2(self.dropout(F.relu(self.w_1(x))))
 
 
 class SANMEncoderLayer(nn.Module):
@@ -90,11 +97,12 @@ class SANMEncoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(in_dim, eps=config.layer_norm_eps)
         self.norm2 = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.residual = in_dim == d  # layer 0 (560 -> d) has no attention residual
+        self.dropout = nn.Dropout(0.0)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        a = self.self_attn(self.norm1(x), mask)
+        a = self.dropout(self.self_attn(self.norm1(x), mask))
         x = x + a if self.residual else a
-        return x + self.feed_forward(self.norm2(x))
+        return x + self.dropout(self.feed_forward(self.norm2(x)))
 
 
 class SANMEncoder(nn.Module):
@@ -106,13 +114,24 @@ class SANMEncoder(nn.Module):
         self.encoders0 = nn.ModuleList([SANMEncoderLayer(config.input_size, config)])
         self.encoders = nn.ModuleList([SANMEncoderLayer(config.d_model, config) for _ in range(config.num_blocks - 1)])
         self.after_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.input_dropout = nn.Dropout(0.0)
         self.gradient_checkpointing = False  # checkpointing never changes key names (spec 15.3)
+
+    def set_dropout(self, p: float) -> None:
+        """Set every dropout of the encoder to ``p`` (a training setting: not saved with the weights)."""
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"encoder dropout must be in [0, 1), got {p}")
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif isinstance(module, SANMAttention):
+                module.attention_dropout = p
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         t = features.shape[1]
         mask = torch.arange(t, device=features.device)[None, :] < lengths.to(features.device)[:, None]
         pe = sinusoidal_position_encoding(t, features.shape[-1], torch.float32, features.device)
-        x = (features.float() * math.sqrt(self.config.d_model) + pe).to(features.dtype)
+        x = self.input_dropout((features.float() * math.sqrt(self.config.d_model) + pe).to(features.dtype))
         for layer in (*self.encoders0, *self.encoders):
             if self.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(layer, x, mask, use_reentrant=False)

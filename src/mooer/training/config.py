@@ -73,6 +73,8 @@ class ModelConfig:
     encoder_path: Optional[str] = _path()
     #: SANMEncoderConfig fields for an encoder built from scratch (ignored when one is loaded)
     encoder: dict = field(default_factory=dict)
+    #: dropout in the encoder while it trains (FunASR's Paraformer uses 0.1; 0 = none, as before)
+    encoder_dropout: float = 0.0
     #: pretrained adapter: an official ``adapter_project.pt`` (keys ``encoder_projector.*``)
     adapter_path: Optional[str] = _path()
     #: adapter frame stacking: 2, 3 or 4 = 120, 180 or 240 ms per audio token (new adapters only)

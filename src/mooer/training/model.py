@@ -224,6 +224,13 @@ def build_model(cfg: ModelConfig, device: torch.device, frozen_dtype: torch.dtyp
 
     # What trains: LoRA params are trainable after apply_lora; the rest follows the freeze flags.
     model.encoder.requires_grad_(not cfg.freeze_encoder)
+    if cfg.encoder_dropout:
+        if cfg.freeze_encoder:
+            raise ConfigError("model.encoder_dropout acts on an encoder that trains: set model.freeze_encoder false")
+        try:
+            model.encoder.set_dropout(cfg.encoder_dropout)
+        except ValueError as e:
+            raise ConfigError(f"model.encoder_dropout: {e}") from None
     model.adapter.requires_grad_(not cfg.freeze_adapter)
     if not cfg.freeze_llm:
         base = model.llm.get_base_model() if is_peft else model.llm
