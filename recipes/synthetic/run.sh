@@ -5,7 +5,7 @@
 #   stage 0  system + Python dependencies (espeak-ng, flite, sox; pypinyin)
 #   stage 1  corpus: split by sentence, synthesise 16 kHz WAVs, write manifests   (make_corpus.py)
 #   stage 2  tokenizer: Qwen2-style byte-level BPE on the training split           (make_tokenizer.py)
-#   stage 3  train (four `mooer train` runs, conf/demo.yaml + overrides)
+#   stage 3  train (six `mooer train` runs, conf/demo.yaml + overrides)
 #   stage 4  decode + score the test split (CER, WER, BLEU)
 #   stage 5  install the model as src/mooer/assets/default-model
 #
@@ -82,7 +82,7 @@ if run_stage 2; then
 fi
 
 if run_stage 3; then
-  # Four runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
+  # Six runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
   # 3 epochs; (b) a continuation from (a)'s export with a fresh cosine schedule, 2 epochs; (c) a continuation
   # from (b) with guided attention (LLM head 1.0 pulled to the CTC forced alignment), asr-heavy task mix,
   # 8 epochs; (d) (c) resumed from its last checkpoint under a 16-epoch schedule (8 more epochs) with the
@@ -102,9 +102,18 @@ if run_stage 3; then
     'data.tasks={asr: 2, ast: 0.5, asr_ast: 1}' model.align_weight=1.0 validation.every=200 train.save_every=400
   timed mooer train --config "$exp/stage3/config.yaml" train.exp_dir="$exp/stage3b" train.epochs=16 \
     train.resume="$(ls -d "$exp"/stage3/checkpoints/step-* | tail -n 1)" model.ctc_weight=1.0
+  # (e), (f): two 4-epoch continuations with data augmentation — the model had learnt its training
+  # sentences (CTC greedy CER 3.9 % on training utterances, 18.4 % on dev): speed perturbation 0.9/1.0/1.1
+  # (new renderings of every sentence) and SpecAugment; (f) the same at half the learning rate.
+  augment='data.augment={speed_perturb: [0.9, 1.0, 1.1], time_masks: 2, time_mask_width: 5, freq_masks: 2, freq_mask_width: 10}'
+  timed mooer train --config "$exp/stage3b/config.yaml" train.exp_dir="$exp/stage3c" train.resume=null \
+    model.init_from="$exp/stage3b/export/mooer" train.epochs=4 optim.lr=1.0e-3 optim.warmup_steps=50 \
+    validation.every=500 train.save_every=500 "$augment"
+  timed mooer train --config "$exp/stage3c/config.yaml" train.exp_dir="$exp/stage3d" \
+    model.init_from="$exp/stage3c/export/mooer" train.epochs=4 optim.lr=5.0e-4
 fi
 
-model=$exp/stage3b/export/mooer
+model=$exp/stage3d/export/mooer
 
 if run_stage 4; then
   # Held-out scoring. zh: CER (asr, asr_ast transcript), BLEU (ast, asr_ast translation); en: WER (asr).
@@ -138,8 +147,9 @@ if run_stage 5; then
 import json, sys
 path = sys.argv[1]
 config = json.load(open(path, encoding="utf-8"))
-config["source"] = {"recipe": "recipes/synthetic/run.sh stage 3: conf/demo.yaml from scratch, then three "
-                              "continuations, the last two with guided attention",
+config["source"] = {"recipe": "recipes/synthetic/run.sh stage 3: conf/demo.yaml from scratch, then five "
+                              "continuations, the last four with guided attention, the last two with "
+                              "data augmentation",
                     "trained": {"encoder": "scratch", "adapter": "new", "llm": "scratch"}}
 open(path, "w", encoding="utf-8").write(json.dumps(config, ensure_ascii=False, indent=2) + "\n")
 PY
