@@ -4,7 +4,8 @@ Three starting points, combinable part by part:
 
 - ``init_from``: a whole checkpoint (official release layout or mooer format) through
   :func:`mooer.checkpoint.load_checkpoint` (strict); its LoRA, if any, is merged into the LLM, and its CTC
-  head, if it has one, is continued when ``ctc_weight`` > 0 (a new head is attached otherwise).
+  head, if it has one, is continued when ``ctc_weight`` > 0 and dropped at 0 (then the export has none,
+  and decoding with it is LLM-only).
 - components: ``encoder_path`` (a ``paraformer-encoder.pth``), ``adapter_path`` (an official
   ``adapter_project.pt``) and ``llm_path`` (a Hugging Face directory), each loaded strictly.
 - from scratch: a SANM encoder of the ``encoder`` size, a new adapter (``downsample``, ``adapter_hidden``),
