@@ -266,6 +266,40 @@ def test_exported_ctc_head_drives_joint_decoding_and_loads_strictly(overfit, cap
         load_checkpoint(damaged, device="cpu")
 
 
+def test_lora_on_a_frozen_encoder_keeps_the_ctc_head_frozen(overfit, tmp_path, caplog):
+    """Fine-tuning an export with a CTC head without the CTC loss: with the encoder frozen the head still
+    matches it and is kept (frozen) in the new export; with the encoder training it is dropped, with a warning."""
+    from mooer.checkpoint import load_checkpoint
+    from mooer.training import load_config, train
+    from mooer.training.model import build_model
+
+    export = overfit.export["mooer"]
+    head = overfit.built.model.ctc_head.weight.detach().clone()
+    common = [f"model.init_from={export}", "model.llm_config=null", "model.tokenizer_path=null", "model.cmvn=null",
+              "model.encoder={}", "model.ctc_weight=0"]
+    manifest = write_manifest(tmp_path / "train.jsonl")
+    cfg = load_config(TINY, [*common, "model.freeze_encoder=true", "model.freeze_llm=true", "model.lora.enabled=true",
+                             "model.lora.r=4", f"data.train={manifest}", "train.epochs=2", "train.tensorboard=false",
+                             f"train.exp_dir={tmp_path / 'lora'}", "validation.decode_utterances=0"])
+    threads = torch.get_num_threads()
+    try:
+        result = train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    kept = result.built.model.ctc_head
+    assert kept is not None and not kept.weight.requires_grad
+    assert result.built.source["ctc_head"] == "init_from (frozen)"
+    again = load_checkpoint(result.export["mooer"], device="cpu", dtype="float32")
+    torch.testing.assert_close(again.model.ctc_head.weight, head, rtol=0, atol=0)
+    assert any("lora_" in n for n, _ in result.built.model.llm.named_parameters())  # it did train a LoRA
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mooer.training.model"):
+        dropped = build_model(load_config(TINY, common).model, torch.device("cpu"), torch.float32)
+    assert dropped.model.ctc_head is None and "ctc_head" not in dropped.source
+    assert "CTC head" in caplog.text and "dropped" in caplog.text
+
+
 # -------------------------------------------------------------------------------------- exact resume
 
 

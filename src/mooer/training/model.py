@@ -4,8 +4,9 @@ Three starting points, combinable part by part:
 
 - ``init_from``: a whole checkpoint (official release layout or mooer format) through
   :func:`mooer.checkpoint.load_checkpoint` (strict); its LoRA, if any, is merged into the LLM, and its CTC
-  head, if it has one, is continued when ``ctc_weight`` > 0 and dropped at 0 (then the export has none,
-  and decoding with it is LLM-only).
+  head, if it has one, is continued when ``ctc_weight`` > 0, kept frozen when the encoder is frozen (the
+  head still matches it, so the export decodes jointly), and dropped, with a warning, when the encoder
+  trains without a CTC loss (the head would no longer match it; the export decodes LLM-only).
 - components: ``encoder_path`` (a ``paraformer-encoder.pth``), ``adapter_path`` (an official
   ``adapter_project.pt``) and ``llm_path`` (a Hugging Face directory), each loaded strictly.
 - from scratch: a SANM encoder of the ``encoder`` size, a new adapter (``downsample``, ``adapter_hidden``),
@@ -254,6 +255,16 @@ def build_model(cfg: ModelConfig, device: torch.device, frozen_dtype: torch.dtyp
         if ctc_head is not None:  # continue the head of init_from (its shape was checked when it loaded)
             model.ctc_head.load_state_dict(ctc_head.state_dict())
             source["ctc_head"] = "init_from"
+    elif ctc_head is not None:
+        if cfg.freeze_encoder:  # the encoder it reads stays as it is: keep it, frozen, for joint decoding
+            model.attach_ctc_head(len(tokenizer))
+            model.ctc_head.load_state_dict(ctc_head.state_dict())
+            model.ctc_head.requires_grad_(False).to(frozen_dtype)
+            source["ctc_head"] = "init_from (frozen)"
+        else:
+            log.warning("the CTC head of %s is dropped: the encoder trains without a CTC loss (model.ctc_weight "
+                        "0), so the head would no longer match it; the export will decode LLM-only. Set "
+                        "model.ctc_weight > 0 to keep training it, or freeze the encoder", init_from)
     if cfg.align_weight > 0:
         if cfg.ctc_weight <= 0:
             raise ConfigError("model.align_weight > 0 aligns with the CTC head: set model.ctc_weight > 0")
