@@ -37,7 +37,8 @@ def ctc_greedy(model: MooER, utterance) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="a mooer model with a CTC head (default: the bundled one)")
-    p.add_argument("--manifests", nargs="+", default=[str(DATA / "train.jsonl"), str(DATA / "dev.jsonl")])
+    p.add_argument("--manifests", nargs="+", default=[str(DATA / "train_r0.jsonl"), str(DATA / "dev.jsonl")],
+                   help="default: the first rendering of every training sentence (recipe stage 1), and dev")
     p.add_argument("--utterances", type=int, default=150, help="per manifest and language (default 150)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -142,6 +144,34 @@ def test_corpus_stage_builds_valid_audio_and_manifests(corpus: ModuleType, tts_t
     corpus.build_corpus(out2, limit=2, jobs=2, progress=False)
     for r in _read_jsonl(out2 / "train.jsonl") + _read_jsonl(out2 / "dev.jsonl") + _read_jsonl(out2 / "test.jsonl"):
         assert _md5(out2 / r["audio"]) == _md5(out / r["audio"])
+
+
+def test_recipe_stage1_more_renderings_keep_the_first(corpus: ModuleType, tts_tools: None, tmp_path: Path) -> None:
+    """run.sh stage 1 with --renderings 2: twice the training audio, and its first-rendering manifest
+    (what the recipe's early training runs use) is exactly the one-rendering corpus."""
+    many, one = tmp_path / "many", tmp_path / "one"
+    res = subprocess.run(
+        ["bash", str(RECIPE / "run.sh"), "--stage", "1", "--stop-stage", "1", "--limit", "4", "--renderings", "2",
+         "--jobs", "1", "--data", str(many)],
+        capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert res.returncode == 0, res.stderr
+    corpus.build_corpus(one, limit=4, jobs=1, progress=False)
+
+    train = _read_jsonl(many / "train.jsonl")
+    single = _read_jsonl(one / "train.jsonl")
+    assert single and len(train) == 2 * len(single)
+    assert {r["id"].rsplit("_", 1)[1] for r in train} == {"0", "1"}
+    assert (many / "train_r0.jsonl").read_text(encoding="utf-8") == (one / "train.jsonl").read_text(encoding="utf-8")
+    for r in single:  # the same audio, bit for bit
+        assert _md5(many / r["audio"]) == _md5(one / r["audio"])
+    # the second rendering is a different voice/speed/pitch, not a copy
+    first = {r["id"][:-2]: r for r in train if r["id"].endswith("_0")}
+    for r in (r for r in train if r["id"].endswith("_1")):
+        assert r["text"] == first[r["id"][:-2]]["text"]
+        assert _md5(many / r["audio"]) != _md5(many / first[r["id"][:-2]]["audio"])
+    for split in ("dev", "test"):  # held-out splits keep one rendering
+        assert (many / f"{split}.jsonl").read_text(encoding="utf-8") == (one / f"{split}.jsonl").read_text(encoding="utf-8")
 
 
 def test_corpus_cli_help(corpus: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,8 +19,8 @@ in every training example and are therefore repeated ``--prompt-weight`` times.
 
 Examples::
 
-    # the recipe's tokenizer, from the training manifest of stage 1
-    python recipes/synthetic/make_tokenizer.py --manifest recipes/synthetic/data/train.jsonl \\
+    # the recipe's tokenizer, from the training manifest of stage 1 (first rendering of each sentence)
+    python recipes/synthetic/make_tokenizer.py --manifest recipes/synthetic/data/train_r0.jsonl \\
         --out recipes/synthetic/data/tokenizer --vocab-size 3000
 
     # without audio: take the training split straight from the sentence list

@@ -4,8 +4,9 @@
 #
 #   stage 0  system + Python dependencies (espeak-ng, flite, sox; pypinyin)
 #   stage 1  corpus: split by sentence, synthesise 16 kHz WAVs, write manifests   (make_corpus.py)
+#            (--renderings of every training sentence and language; dev/test: one each)
 #   stage 2  tokenizer: Qwen2-style byte-level BPE on the training split           (make_tokenizer.py)
-#   stage 3  train (six `mooer train` runs, conf/demo.yaml + overrides)
+#   stage 3  train (eight `mooer train` runs, conf/demo.yaml + overrides; the last two torchrun DDP)
 #   stage 4  decode + score the test split (CER, WER, BLEU)
 #   stage 5  install the model as src/mooer/assets/default-model
 #
@@ -19,6 +20,8 @@
 #   --data DIR                 corpus directory (default recipes/synthetic/data)
 #   --exp DIR                  experiment directory (default recipes/synthetic/exp/demo)
 #   --jobs N                   synthesis processes (default 2)
+#   --renderings N             renderings per training sentence and language (default 5)
+#   --nproc N                  DDP processes of the last two training runs (default 2)
 #   --limit N                  only the first N sentence pairs (default: all)
 #   --vocab-size N             tokenizer size incl. 3 special tokens (default 3000)
 #   --config FILE              training config (default recipes/synthetic/conf/demo.yaml)
@@ -32,6 +35,8 @@ stop_stage=5
 data=$recipe_dir/data
 exp=$recipe_dir/exp/demo
 jobs=2
+renderings=5
+nproc=2
 limit=
 vocab_size=3000
 config=$recipe_dir/conf/demo.yaml
@@ -44,6 +49,8 @@ while [[ $# -gt 0 ]]; do
     --data) data=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
+    --renderings) renderings=$2; shift 2 ;;
+    --nproc) nproc=$2; shift 2 ;;
     --limit) limit=$2; shift 2 ;;
     --vocab-size|--vocab_size) vocab_size=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
@@ -72,28 +79,31 @@ fi
 
 if run_stage 1; then
   log 1 "corpus -> $data"
-  timed nice -n 10 $python "$recipe_dir/make_corpus.py" --out "$data" --jobs "$jobs" ${limit:+--limit "$limit"}
+  timed nice -n 10 $python "$recipe_dir/make_corpus.py" --out "$data" --jobs "$jobs" ${limit:+--limit "$limit"} \
+    --zh-per-sentence "$renderings" --en-per-sentence "$renderings"
+  # the first rendering of each training sentence: what stage 3's first six runs train on
+  grep -E '"id": "(zh|en)_[0-9a-f]+_0"' "$data/train.jsonl" > "$data/train_r0.jsonl"
 fi
 
 if run_stage 2; then
   log 2 "tokenizer -> $data/tokenizer"
-  timed $python "$recipe_dir/make_tokenizer.py" --manifest "$data/train.jsonl" --out "$data/tokenizer" \
+  timed $python "$recipe_dir/make_tokenizer.py" --manifest "$data/train_r0.jsonl" --out "$data/tokenizer" \
     --vocab-size "$vocab_size" --verify
 fi
 
 if run_stage 3; then
-  # Six runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
+  # Eight runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
   # 3 epochs; (b) a continuation from (a)'s export with a fresh cosine schedule, 2 epochs; (c) a continuation
   # from (b) with guided attention (LLM head 1.0 pulled to the CTC forced alignment), asr-heavy task mix,
   # 8 epochs; (d) (c) resumed from its last checkpoint under a 16-epoch schedule (8 more epochs) with the
   # CTC loss weighted 1.0: the CTC head matters most, as decoding scores the LLM's beams with it.
   # Without (c) the LLM kept stepping through the audio at a fixed rate and never read it.
   log 3 "train -> $exp"
-  timed mooer train --config "$config" train.exp_dir="$exp/stage1" data.train="$data/train.jsonl" \
+  timed mooer train --config "$config" train.exp_dir="$exp/stage1" data.train="$data/train_r0.jsonl" \
     data.dev="$data/dev.jsonl" model.tokenizer_path="$data/tokenizer"
   continue_from() {  # $1: the run to start from; the rest: more overrides
     local from=$1; shift
-    mooer train --config "$config" data.train="$data/train.jsonl" data.dev="$data/dev.jsonl" \
+    mooer train --config "$config" data.train="$data/train_r0.jsonl" data.dev="$data/dev.jsonl" \
       model.init_from="$exp/$from/export/mooer" model.cmvn=null model.llm_config=null 'model.encoder={}' \
       model.tokenizer_path=null optim.warmup_steps=50 "$@"
   }
@@ -112,9 +122,17 @@ if run_stage 3; then
     validation.every=500 train.save_every=500 "$augment"
   timed mooer train --config "$exp/stage3c/config.yaml" train.exp_dir="$exp/stage3d" \
     model.init_from="$exp/stage3c/export/mooer" train.epochs=4 optim.lr=5.0e-4
+  # (g), (h): all $renderings renderings of every training sentence (new voices, speeds and pitches), same
+  # augmentation, torchrun DDP over $nproc processes (one core each; batches per step x $nproc): 2 epochs
+  # at 1e-3, then 1 epoch at 5e-4.
+  ddp_train() { env OMP_NUM_THREADS=1 torchrun --nproc_per_node "$nproc" -m mooer.cli train "$@" engine.type=ddp; }
+  timed ddp_train --config "$exp/stage3d/config.yaml" train.exp_dir="$exp/stage3e" data.train="$data/train.jsonl" \
+    model.init_from="$exp/stage3d/export/mooer" train.epochs=2 optim.lr=1.0e-3
+  timed ddp_train --config "$exp/stage3e/config.yaml" train.exp_dir="$exp/stage3f" \
+    model.init_from="$exp/stage3e/export/mooer" train.epochs=1 optim.lr=5.0e-4
 fi
 
-model=$exp/stage3d/export/mooer
+model=$exp/stage3f/export/mooer
 
 if run_stage 4; then
   # Held-out scoring. zh: CER (asr, asr_ast transcript), BLEU (ast, asr_ast translation); en: WER (asr).
@@ -148,9 +166,9 @@ if run_stage 5; then
 import json, sys
 path = sys.argv[1]
 config = json.load(open(path, encoding="utf-8"))
-config["source"] = {"recipe": "recipes/synthetic/run.sh stage 3: conf/demo.yaml from scratch, then five "
-                              "continuations, the last four with guided attention, the last two with "
-                              "data augmentation",
+config["source"] = {"recipe": "recipes/synthetic/run.sh stage 3: conf/demo.yaml from scratch, then seven "
+                              "continuations, the last six with guided attention, the last four with "
+                              "data augmentation, the last two on five renderings of every sentence",
                     "trained": {"encoder": "scratch", "adapter": "new", "llm": "scratch"}}
 open(path, "w", encoding="utf-8").write(json.dumps(config, ensure_ascii=False, indent=2) + "\n")
 PY
