@@ -247,24 +247,22 @@ def build_model(cfg: ModelConfig, device: torch.device, frozen_dtype: torch.dtyp
         if _is_floating(p):
             p.data = p.data.to(torch.float32 if p.requires_grad else frozen_dtype)
     model.to(device)
-    if cfg.ctc_weight > 0:
-        if cfg.freeze_encoder:
-            raise ConfigError("model.ctc_weight > 0 trains the encoder: set model.freeze_encoder false")
+    if cfg.ctc_weight > 0 and cfg.freeze_encoder:
+        raise ConfigError("model.ctc_weight > 0 trains the encoder: set model.freeze_encoder false")
+    if ctc_head is not None and cfg.ctc_weight <= 0 and not cfg.freeze_encoder:
+        log.warning("the CTC head of %s is dropped: the encoder trains without a CTC loss (model.ctc_weight "
+                    "0), so the head would no longer match it; the export will decode LLM-only. Set "
+                    "model.ctc_weight > 0 to keep training it, or freeze the encoder", init_from)
+        ctc_head = None
+    if cfg.ctc_weight > 0 or ctc_head is not None:
         torch.manual_seed(cfg.init_seed + 1)
         model.attach_ctc_head(len(tokenizer))
         if ctc_head is not None:  # continue the head of init_from (its shape was checked when it loaded)
             model.ctc_head.load_state_dict(ctc_head.state_dict())
             source["ctc_head"] = "init_from"
-    elif ctc_head is not None:
-        if cfg.freeze_encoder:  # the encoder it reads stays as it is: keep it, frozen, for joint decoding
-            model.attach_ctc_head(len(tokenizer))
-            model.ctc_head.load_state_dict(ctc_head.state_dict())
+        if cfg.ctc_weight <= 0:  # the frozen encoder it reads stays as it is: keep it, frozen, for joint decoding
             model.ctc_head.requires_grad_(False).to(frozen_dtype)
             source["ctc_head"] = "init_from (frozen)"
-        else:
-            log.warning("the CTC head of %s is dropped: the encoder trains without a CTC loss (model.ctc_weight "
-                        "0), so the head would no longer match it; the export will decode LLM-only. Set "
-                        "model.ctc_weight > 0 to keep training it, or freeze the encoder", init_from)
     if cfg.align_weight > 0:
         if cfg.ctc_weight <= 0:
             raise ConfigError("model.align_weight > 0 aligns with the CTC head: set model.ctc_weight > 0")
