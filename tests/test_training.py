@@ -50,6 +50,17 @@ def read_metrics(exp_dir: Path) -> dict[int, dict]:
     return out
 
 
+def train_in_process(cfg):
+    """``mooer.training.train(cfg)``, restoring the torch thread count it sets (train.num_threads)."""
+    from mooer.training import train
+
+    threads = torch.get_num_threads()
+    try:
+        return train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def transcripts() -> dict[str, str]:
     rows = [ln.split("\t") for ln in (AUDIO / "transcripts.tsv").read_text(encoding="utf-8").splitlines()[1:]]
     return {r[0]: r[7] for r in rows if r[0] in CLIPS}
@@ -143,18 +154,13 @@ def test_example_config_loads():
 @pytest.fixture(scope="module")
 def overfit(tmp_path_factory):
     """Train the tiny from-scratch model on three clips until it memorises them (in-process)."""
-    from mooer.training import load_config, train
+    from mooer.training import load_config
 
     tmp = tmp_path_factory.mktemp("overfit")
     manifest = write_manifest(tmp / "train.jsonl")
-    threads = torch.get_num_threads()
     cfg = load_config(TINY, [f"data.train={manifest}", f"data.dev={manifest}", f"train.exp_dir={tmp / 'exp'}",
                              "export.formats=[mooer, official]", "model.ctc_weight=0.3"])
-    try:
-        result = train(cfg)
-    finally:
-        torch.set_num_threads(threads)
-    return result
+    return train_in_process(cfg)
 
 
 def test_overfit_loss_falls_and_greedy_decoding_reproduces_transcripts(overfit):
@@ -270,7 +276,7 @@ def test_lora_on_a_frozen_encoder_keeps_the_ctc_head_frozen(overfit, tmp_path, c
     """Fine-tuning an export with a CTC head without the CTC loss: with the encoder frozen the head still
     matches it and is kept (frozen) in the new export; with the encoder training it is dropped, with a warning."""
     from mooer.checkpoint import load_checkpoint
-    from mooer.training import load_config, train
+    from mooer.training import load_config
     from mooer.training.model import build_model
 
     export = overfit.export["mooer"]
@@ -281,11 +287,7 @@ def test_lora_on_a_frozen_encoder_keeps_the_ctc_head_frozen(overfit, tmp_path, c
     cfg = load_config(TINY, [*common, "model.freeze_encoder=true", "model.freeze_llm=true", "model.lora.enabled=true",
                              "model.lora.r=4", f"data.train={manifest}", "train.epochs=2", "train.tensorboard=false",
                              f"train.exp_dir={tmp_path / 'lora'}", "validation.decode_utterances=0"])
-    threads = torch.get_num_threads()
-    try:
-        result = train(cfg)
-    finally:
-        torch.set_num_threads(threads)
+    result = train_in_process(cfg)
     kept = result.built.model.ctc_head
     assert kept is not None and not kept.weight.requires_grad
     assert result.built.source["ctc_head"] == "init_from (frozen)"
@@ -356,7 +358,7 @@ def test_continued_lora_stays_trainable_and_exports(tmp_path):
     from peft.utils import load_peft_weights
 
     from mooer.checkpoint import load_checkpoint
-    from mooer.training import load_config, train
+    from mooer.training import load_config
 
     manifest = write_manifest(tmp_path / "train.jsonl")
     lora_dir = OFFICIAL_TINY / "asr_ast_mtl" / "lora_weights"
@@ -366,11 +368,7 @@ def test_continued_lora_stays_trainable_and_exports(tmp_path):
         "optim.schedule=constant", "train.save_every=0", "train.progress=false", "train.tensorboard=false",
         "train.num_threads=1", f"train.exp_dir={tmp_path / 'exp'}", "export.formats=[official]",
         "export.variant=asr_ast_mtl"])
-    threads = torch.get_num_threads()
-    try:
-        result = train(cfg)
-    finally:
-        torch.set_num_threads(threads)
+    result = train_in_process(cfg)
     model = result.built.model
     lora = {n: p for n, p in model.llm.named_parameters() if "lora_" in n}
     assert lora and all(p.requires_grad for p in lora.values())
@@ -580,20 +578,16 @@ def test_cmvn_computed_from_data_and_written_in_kaldi_format(tmp_path):
 def test_bad_audio_is_skipped_and_cmvn_compute_lands_in_the_export(tmp_path):
     from mooer.checkpoint import load_checkpoint
     from mooer.features import Cmvn
-    from mooer.training import load_config, train
+    from mooer.training import load_config
 
     manifest = write_manifest(tmp_path / "train.jsonl")
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really")
     with manifest.open("a", encoding="utf-8") as f:
         f.write(json.dumps({"id": "bad", "audio": str(bad), "duration": 2.0, "text": "x"}) + "\n")
-    threads = torch.get_num_threads()
     cfg = load_config(TINY, [f"data.train={manifest}", "data.batch_size=1", "data.shuffle=false", "train.epochs=2",
                              "model.cmvn=compute", f"train.exp_dir={tmp_path / 'exp'}", "train.tensorboard=false"])
-    try:
-        result = train(cfg)
-    finally:
-        torch.set_num_threads(threads)
+    result = train_in_process(cfg)
     assert result.state.step == 8 and result.state.utterances == 6
     assert sum(math.isnan(v) for v in result.losses.values()) == 2  # the two steps of the bad file
     computed = Cmvn.from_file(tmp_path / "exp" / "am.mvn")
