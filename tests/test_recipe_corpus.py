@@ -172,6 +172,14 @@ def test_recipe_stage1_more_renderings_keep_the_first(corpus: ModuleType, tts_to
         assert _md5(many / r["audio"]) != _md5(many / first[r["id"][:-2]]["audio"])
     for split in ("dev", "test"):  # held-out splits keep one rendering
         assert (many / f"{split}.jsonl").read_text(encoding="utf-8") == (one / f"{split}.jsonl").read_text(encoding="utf-8")
+    # the default --extra list: one rendering of its first four pairs; the last runs' manifest adds them
+    extra = _read_jsonl(many / "train_extra.jsonl")
+    assert [r["text"] for r in extra if r["lang"] == "en"] == [
+        p.en for p in corpus.read_pairs(RECIPE / "extra_sentences.tsv")[:4]
+    ]
+    assert (many / "train_more.jsonl").read_text(encoding="utf-8") == (
+        (many / "train.jsonl").read_text(encoding="utf-8") + (many / "train_extra.jsonl").read_text(encoding="utf-8")
+    )
 
 
 def test_corpus_cli_help(corpus: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
@@ -215,3 +223,113 @@ def test_tokenizer_stage_gives_a_qwen2_style_tokenizer(tokenizer_script: ModuleT
     tokenizer_script.verify(out, texts)
     # no merge spans two Chinese characters
     assert stats["zh_runs_tokenised_char_by_char"] == 1.0
+
+
+# ----------------------------------------------------------------------- more training sentences
+@pytest.fixture(scope="module")
+def collector() -> ModuleType:
+    return _load("collect_sentences")
+
+
+def _po(entries: list[tuple[str | None, str, str]]) -> str:
+    def q(s: str) -> str:
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+    out = ['msgid ""', 'msgstr "Content-Type: text/plain; charset=UTF-8\\n"', ""]
+    for ctx, en, zh in entries:
+        out += ([f"msgctxt {q(ctx)}"] if ctx else []) + [f"msgid {q(en)}", f"msgstr {q(zh)}", ""]
+    return "\n".join(out)
+
+
+def _msgfmt(po_text: str, mo: Path) -> None:
+    if shutil.which("msgfmt") is None:
+        pytest.fail("this test needs msgfmt: apt-get install -y gettext")
+    mo.parent.mkdir(parents=True, exist_ok=True)
+    po = mo.with_suffix(".po")
+    po.write_text(po_text, encoding="utf-8")
+    subprocess.run(["msgfmt", "-o", str(mo), str(po)], check=True)
+    po.unlink()
+
+
+def test_collect_sentences_filters_dedups_and_never_takes_a_known_sentence(
+    collector: ModuleType, corpus: ModuleType, tmp_path: Path
+) -> None:
+    known = corpus.read_pairs(corpus.DEFAULT_SENTENCES)[0]  # 鉴定故障 / Authentication failure
+    lc = "usr/share/locale/zh_CN/LC_MESSAGES"
+    _msgfmt(_po([
+        (None, "Disk is full", "磁盘已满"),                              # kept
+        ("menu", "Open the recent file", "打开最近的文件"),                # kept, context dropped
+        (None, "Saved all open documents.", "已保存所有打开的文档。"),        # kept, punctuation allowed
+        (None, "Open", "打开"),                                          # one English word
+        (None, "%s files copied", "已复制 %s 个文件"),                      # format specifier
+        (None, "_Open file", "打开文件(_O)"),                             # accelerator
+        (None, "Use the SSL library", "使用 SSL 库"),                     # Latin letters in the Chinese
+        (None, "Line one\nline two", "第一行\n第二行"),                     # multi-line
+        (None, "Delete the file", ""),                                   # untranslated
+        (None, known.en.upper(), "认证失败了"),                            # English of a known sentence
+        (None, "Identification fault here", known.zh),                   # Chinese of a known sentence
+        (None, "A very long message", "长" * 41),                         # Chinese over 40 characters
+    ]), tmp_path / "a" / lc / "alpha.mo")
+    _msgfmt(_po([
+        (None, "Disk is full", "磁盘满了"),                               # duplicate English: alpha wins
+        (None, "Network is down", "网络已断开"),                          # kept
+        (None, "Connection lost", "网络已断开"),                          # duplicate Chinese: dropped
+    ]), tmp_path / "b" / lc / "beta.mo")
+
+    rows = collector.collect([tmp_path / "a", tmp_path / "b"], corpus.DEFAULT_SENTENCES)
+    assert rows == [
+        ("alpha", "已保存所有打开的文档。", "Saved all open documents."),
+        ("alpha", "打开最近的文件", "Open the recent file"),
+        ("alpha", "磁盘已满", "Disk is full"),
+        ("beta", "网络已断开", "Connection lost"),
+    ]
+    # order of the sources does not matter; a subset is a stable choice among the rows
+    assert collector.collect([tmp_path / "b", tmp_path / "a"], corpus.DEFAULT_SENTENCES) == rows
+    two = collector.collect([tmp_path / "a", tmp_path / "b"], corpus.DEFAULT_SENTENCES, max_pairs=2)
+    assert len(two) == 2 and set(two) < set(rows) and two == sorted(two)
+    assert collector.collect([tmp_path / "b", tmp_path / "a"], corpus.DEFAULT_SENTENCES, max_pairs=2) == two
+
+    # a .deb holding the catalogue gives the same pairs as the unpacked tree
+    pkg = tmp_path / "pkg"
+    shutil.copytree(tmp_path / "a", pkg)
+    (pkg / "DEBIAN").mkdir()
+    (pkg / "DEBIAN" / "control").write_text(
+        "Package: alpha\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: t\n")
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(pkg), str(tmp_path / "alpha.deb")],
+                   check=True, capture_output=True)
+    assert collector.collect([tmp_path / "alpha.deb", tmp_path / "b"], corpus.DEFAULT_SENTENCES) == rows
+
+    assert collector.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "x.tsv")]) == 0
+    assert [tuple(line.split("\t")) for line in (tmp_path / "x.tsv").read_text(encoding="utf-8").splitlines()] == rows
+
+
+def test_extra_training_pairs_go_to_train_extra_only(corpus: ModuleType, tts_tools: None, tmp_path: Path) -> None:
+    """--extra-train: one rendering per pair in train_extra.jsonl; a pair sharing a sentence with dev or
+    test is dropped; train/dev/test are exactly what they are without extra pairs."""
+    pairs = corpus.read_pairs(corpus.DEFAULT_SENTENCES)
+    test_pair = corpus.split_pairs(pairs)["test"][0]
+    extra = tmp_path / "extra.tsv"
+    extra.write_text(
+        "alpha\t磁盘已满\tDisk is full\n"
+        f"alpha\t测试句子不能用\t{test_pair.en.lower()}\n"  # the English of a test sentence
+        "beta\t网络已断开\tNetwork is down\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "data"
+    corpus.build_corpus(out, limit=3, jobs=1, progress=False)
+    before = {s: (out / f"{s}.jsonl").read_text(encoding="utf-8") for s in corpus.SPLITS}
+    stats = corpus.build_corpus(out, limit=3, jobs=1, progress=False, extra_train=extra)
+    assert {s: (out / f"{s}.jsonl").read_text(encoding="utf-8") for s in corpus.SPLITS} == before
+    assert stats["extra_dropped_as_held_out"] == 1 and stats["pairs"]["train_extra"] == 2
+
+    records = _read_jsonl(out / "train_extra.jsonl")
+    assert [(r["lang"], r["text"], r.get("translation")) for r in records] == [
+        ("zh", "磁盘已满", "Disk is full"), ("en", "Disk is full", None),
+        ("zh", "网络已断开", "Network is down"), ("en", "Network is down", None),
+    ]
+    for r in records:
+        assert r["id"].endswith("_0") and r["audio"].startswith("wav/train_extra/")
+        assert sf.info(str(out / r["audio"])).samplerate == 16000
+    assert (out / "train_extra_zh" / "text.en").read_text(encoding="utf-8").splitlines() == [
+        f"{records[0]['id']} Disk is full", f"{records[2]['id']} Network is down",
+    ]

@@ -67,6 +67,8 @@ import soundfile as sf
 HERE = Path(__file__).resolve().parent
 DEFAULT_SENTENCES = HERE / "sentences.tsv"
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
+#: the split of ``--extra-train`` pairs: training data only, kept apart from ``train`` (own manifest and WAVs)
+EXTRA_SPLIT = "train_extra"
 SAMPLE_RATE = 16000
 
 #: espeak-ng variants mixed into the Mandarin voice ("" = the voice's own default speaker). Whispering,
@@ -221,10 +223,13 @@ class Utterance:
 def plan_utterances(
     splits: dict[str, list[Pair]], out: Path, seed: int, zh_per_sentence: int = 1, en_per_sentence: int = 1
 ) -> list[Utterance]:
-    """All utterances of all splits, in a deterministic order (split, input order, zh before en)."""
+    """All utterances of all splits, in a deterministic order (split, input order, zh before en).
+
+    ``train`` gets ``zh_per_sentence``/``en_per_sentence`` renderings of each pair, every other split one.
+    """
     utts: list[Utterance] = []
     seen: set[str] = set()
-    for split in SPLITS:
+    for split in splits:
         n_zh = zh_per_sentence if split == "train" else 1
         n_en = en_per_sentence if split == "train" else 1
         for p in splits[split]:
@@ -413,7 +418,7 @@ def write_manifests(out: Path, utts: Iterable[Utterance], durations: dict[str, f
     """
     by_split: dict[str, list[Utterance]] = {s: [] for s in SPLITS}
     for u in utts:
-        by_split[u.split].append(u)
+        by_split.setdefault(u.split, []).append(u)
     stats: dict[str, dict] = {}
     for split, items in by_split.items():
         with open(out / f"{split}.jsonl", "w", encoding="utf-8") as jf:
@@ -442,15 +447,26 @@ def build_corpus(
     en_per_sentence: int = 1,
     ratios: Sequence[float] = (0.90, 0.05, 0.05),
     progress: bool = True,
+    extra_train: Path | None = None,
 ) -> dict:
-    """Run the whole stage; returns the statistics also written to ``out/stats.json``."""
+    """Run the whole stage; returns the statistics also written to ``out/stats.json``.
+
+    ``extra_train``: more pairs for training only (``collect_sentences.py``), one rendering each, written
+    to ``train_extra.jsonl``; a pair sharing a sentence with dev or test is dropped (and counted).
+    """
     check_tools()
     out = Path(out).resolve()
     pairs = read_pairs(Path(sentences))
     splits = split_pairs(pairs, ratios)  # on the full list, so --limit never changes a pair's split
+    held_out = {k for s in SPLITS[1:] for p in splits[s] for k in ("zh:" + zh_key(p.zh), "en:" + en_key(p.en))}
     if limit is not None:
         keep = {p.index for p in pairs[:limit]}
         splits = {s: [p for p in ps if p.index in keep] for s, ps in splits.items()}
+    dropped = 0
+    if extra_train is not None:
+        extra = read_pairs(Path(extra_train))[:limit]
+        splits[EXTRA_SPLIT] = [p for p in extra if not {"zh:" + zh_key(p.zh), "en:" + en_key(p.en)} & held_out]
+        dropped = len(extra) - len(splits[EXTRA_SPLIT])
     utts = plan_utterances(splits, out, seed, zh_per_sentence, en_per_sentence)
     t0 = time.time()
     durations = synthesise_all(utts, jobs=jobs, progress=progress)
@@ -464,6 +480,8 @@ def build_corpus(
         "zh_per_sentence": zh_per_sentence,
         "en_per_sentence": en_per_sentence,
     }
+    if extra_train is not None:
+        stats["extra_dropped_as_held_out"] = dropped
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     return stats
 
@@ -483,13 +501,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--en-per-sentence", type=int, default=1, help="English renderings per training sentence")
     ap.add_argument("--ratios", type=float, nargs=3, default=(0.90, 0.05, 0.05), metavar=("TRAIN", "DEV", "TEST"),
                     help="split proportions (default: 0.90 0.05 0.05)")
+    ap.add_argument("--extra-train", type=Path, default=None,
+                    help="more domain<TAB>zh<TAB>en pairs for training only (one rendering each, train_extra.jsonl)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if args.zh_per_sentence < 1 or args.en_per_sentence < 1 or args.jobs < 1:
         ap.error("--jobs and --*-per-sentence must be >= 1")
     stats = build_corpus(
         args.out, args.sentences, args.limit, args.jobs, args.seed, args.zh_per_sentence, args.en_per_sentence,
-        args.ratios, progress=not args.no_progress,
+        args.ratios, progress=not args.no_progress, extra_train=args.extra_train,
     )
     print(json.dumps(stats, indent=2))
     return 0
