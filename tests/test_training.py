@@ -439,6 +439,37 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert (exp / "export" / "mooer" / "model.safetensors").is_file()
 
 
+def test_a_failing_rank_ends_the_job_with_its_error_instead_of_hanging(tmp_path):
+    """One rank raises while the other waits on it in a collective: the failing rank must not wait for
+    the others at teardown (that hung a real run with its error unreported); it exits, torchrun stops the
+    other rank, and the error is in the output."""
+    script = tmp_path / "failing_rank.py"
+    script.write_text(
+        "import sys, torch, torch.distributed as dist\n"
+        "import mooer.training.trainer as trainer\n"
+        "def train(cfg):\n"
+        "    dist.init_process_group('gloo')\n"
+        "    if dist.get_rank() == 0:\n"
+        "        raise RuntimeError('rank 0 failed at step 801')\n"
+        "    dist.recv(torch.zeros(1), src=0)  # rank 1: still training, waiting for rank 0\n"
+        "trainer.train = train\n"
+        "from mooer.cli import main\n"
+        f"sys.exit(main(['train', '--config', {str(TINY)!r}]))\n"
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(script)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
+        proc.communicate()
+        pytest.fail("the job hung after one rank failed")
+    assert proc.returncode != 0
+    assert "RuntimeError: rank 0 failed at step 801" in stderr
+
+
 def test_deepspeed_zero2_two_cpu_processes_resume_and_export(tmp_path):
     from mooer.checkpoint import load_checkpoint
 
@@ -485,6 +516,14 @@ def test_ctc_forced_alignment_and_guided_attention_loss():
     assert ctc_forced_align(lp, [2], blank=3).tolist().count(0) >= 1  # a forced path exists even if unlikely
     assert ctc_forced_align(lp[:2], [1, 1], blank=3) is None  # a repeat needs a blank between: 3 frames
     assert ctc_forced_align(lp, [], blank=3) is None
+    # a long target (201 states: more than an int8 back-pointer index can hold): every token, in order
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 50, size=100).tolist()
+    long_lp = np.log(np.full((300, 51), 1e-3))
+    for i, tok in enumerate(target):
+        long_lp[3 * i, 50] = long_lp[3 * i + 1, tok] = long_lp[3 * i + 2, 50] = 0.0
+    path = ctc_forced_align(long_lp, target, blank=50)
+    assert path[1::3].tolist() == list(range(100)) and set(path[0::3]) == set(path[2::3]) == {-1}
 
     # two rows: 3 audio tokens + 2 prompt tokens + answer; the second row is one audio token shorter
     tokens = collate_tokens([3, 2], [[7, 8], [7, 8]], pad_id=0, answer_ids=[[5, 6, 9], [5, 9]])

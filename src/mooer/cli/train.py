@@ -58,19 +58,25 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = train(cfg)
-    finally:
-        _close_process_group()
+    except BaseException:
+        # No barrier: the other ranks are still training and would never reach it, so this rank would hang
+        # with its error unreported. Raising ends this process; torchrun then stops the others.
+        _close_process_group(barrier=False)
+        raise
+    _close_process_group()
     for fmt, path in result.export.items():
         if result.engine is None or result.engine.env.is_main:
             print(f"exported {fmt}: {path}")
     return 0
 
 
-def _close_process_group() -> None:
+def _close_process_group(barrier: bool = True) -> None:
     """Tear the process group down before exit: left to interpreter shutdown, its communication threads
-    can abort the process ("terminate called without an active exception") after a successful run."""
+    can abort the process ("terminate called without an active exception") after a successful run.
+    ``barrier``: wait for every rank first (after a successful run only)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()

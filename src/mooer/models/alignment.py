@@ -47,7 +47,7 @@ def ctc_forced_align(log_probs: np.ndarray, target: Sequence[int], blank: int) -
     s = last
     for t in range(frames - 1, -1, -1):
         path[t] = s
-        s -= back[t, s]
+        s -= int(back[t, s])  # a Python int: s - np.int8 would be an int8 (NumPy 2) and overflow past 127
     return np.where(path % 2 == 1, (path - 1) // 2, -1)
 
 
