@@ -7,7 +7,7 @@
 #            (--renderings of every training sentence and language; dev/test: one each; plus one
 #            rendering of each --extra pair, training only: train_extra.jsonl)
 #   stage 2  tokenizer: Qwen2-style byte-level BPE on the training split           (make_tokenizer.py)
-#   stage 3  train (eight `mooer train` runs, conf/demo.yaml + overrides; the last two torchrun DDP)
+#   stage 3  train (ten `mooer train` runs, conf/demo.yaml + overrides; the last four torchrun DDP)
 #   stage 4  decode + score the test split (CER, WER, BLEU)
 #   stage 5  install the model as src/mooer/assets/default-model
 #
@@ -24,7 +24,7 @@
 #   --renderings N             renderings per training sentence and language (default 5)
 #   --extra FILE               more pairs for training only, '' for none (default: extra_sentences.tsv,
 #                              40,000 pairs from Debian's other catalogues: collect_sentences.py)
-#   --nproc N                  DDP processes of the last two training runs (default 2)
+#   --nproc N                  DDP processes of the last four training runs (default 2)
 #   --limit N                  only the first N sentence pairs (default: all)
 #   --vocab-size N             tokenizer size incl. 3 special tokens (default 3000)
 #   --config FILE              training config (default recipes/synthetic/conf/demo.yaml)
@@ -138,9 +138,17 @@ if run_stage 3; then
     model.init_from="$exp/stage3d/export/mooer" train.epochs=2 optim.lr=1.0e-3
   timed ddp_train --config "$exp/stage3e/config.yaml" train.exp_dir="$exp/stage3f" \
     model.init_from="$exp/stage3e/export/mooer" train.epochs=1 optim.lr=5.0e-4
+  # (i), (j): new sentences — the --extra pairs (40,000 from Debian's other catalogues, one rendering each)
+  # with the first two renderings of the training sentences (train_more.jsonl), ast weighted 1: 1 epoch at
+  # 1e-3, then 1 epoch at 5e-4.
+  timed ddp_train --config "$exp/stage3f/config.yaml" train.exp_dir="$exp/stage3g" \
+    data.train="$data/train_more.jsonl" model.init_from="$exp/stage3f/export/mooer" train.epochs=1 \
+    optim.lr=1.0e-3 'data.tasks={asr: 2, ast: 1, asr_ast: 1}'
+  timed ddp_train --config "$exp/stage3g/config.yaml" train.exp_dir="$exp/stage3h" \
+    model.init_from="$exp/stage3g/export/mooer" train.epochs=1 optim.lr=5.0e-4
 fi
 
-model=$exp/stage3f/export/mooer
+model=$exp/stage3h/export/mooer
 
 if run_stage 4; then
   # Held-out scoring. zh: CER (asr, asr_ast transcript), BLEU (ast, asr_ast translation); en: WER (asr).
@@ -174,9 +182,10 @@ if run_stage 5; then
 import json, sys
 path = sys.argv[1]
 config = json.load(open(path, encoding="utf-8"))
-config["source"] = {"recipe": "recipes/synthetic/run.sh stage 3: conf/demo.yaml from scratch, then seven "
-                              "continuations, the last six with guided attention, the last four with "
-                              "data augmentation, the last two on five renderings of every sentence",
+config["source"] = {"recipe": "recipes/synthetic/run.sh stage 3: conf/demo.yaml from scratch, then nine "
+                              "continuations, the last eight with guided attention, the last six with "
+                              "data augmentation, two on five renderings of every sentence, the last two "
+                              "adding 40,000 sentence pairs from other Debian catalogues",
                     "trained": {"encoder": "scratch", "adapter": "new", "llm": "scratch"}}
 open(path, "w", encoding="utf-8").write(json.dumps(config, ensure_ascii=False, indent=2) + "\n")
 PY
