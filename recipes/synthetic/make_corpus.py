@@ -26,6 +26,8 @@ Outputs under ``--out DIR``::
     DIR/{split}/wav.scp, utt2lang     "id absolute-wav-path", "id zh|en"
     DIR/{split}_zh/, DIR/{split}_en/  the same four files for one language (score zh CER / en WER apart)
     DIR/wav/{split}/{id}.wav          the audio
+    DIR/train_extra.jsonl, ...        with --extra-train FILE: one rendering of each of its pairs, training
+                                      only (collect_sentences.py), with the same Kaldi-style directories
     DIR/stats.json                    utterance counts, hours and generation time
 
 Examples::
