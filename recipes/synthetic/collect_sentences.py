@@ -46,7 +46,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_corpus import en_key, read_pairs, zh_key  # noqa: E402
+from make_corpus import en_key, read_pairs, sentence_keys, zh_key  # noqa: E402
 
 _EN = re.compile(r"[A-Za-z][A-Za-z .,\-()':;!?]*")
 _ZH = re.compile(r"[\u4e00-\u9fff。，（）：、！；？“”]{2,40}")
@@ -100,12 +100,7 @@ def collect(
     sources: Iterable[Path], exclude: Path | None, max_pairs: int | None = None
 ) -> list[tuple[str, str, str]]:
     """The accepted pairs, sorted; with ``max_pairs``, a subset chosen by a stable hash of the English."""
-    taken_zh: set[str] = set()
-    taken_en: set[str] = set()
-    if exclude is not None:
-        for p in read_pairs(exclude):
-            taken_zh.add(zh_key(p.zh))
-            taken_en.add(en_key(p.en))
+    taken = {k for p in read_pairs(exclude) for k in sentence_keys(p.zh, p.en)} if exclude is not None else set()
     rows: dict[str, tuple[str, str, str]] = {}
     for name, data in sorted(read_catalogues(sources)):  # by name, then content: order-free
         try:
@@ -115,7 +110,7 @@ def collect(
             continue
         for en, zh in sorted(pairs):
             ek = en_key(en)
-            if ek in rows or ek in taken_en or zh_key(zh) in taken_zh or not accept(zh, en):
+            if ek in rows or taken.intersection(sentence_keys(zh, en)) or not accept(zh, en):
                 continue
             rows[ek] = (name, zh, en)
     # a Chinese string translated from two English messages belongs to one of them only

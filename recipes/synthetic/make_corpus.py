@@ -125,6 +125,11 @@ def en_key(en: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9']+", " ", en.lower()).split())
 
 
+def sentence_keys(zh: str, en: str) -> tuple[str, str]:
+    """The two keys by which pairs are "the same sentence" (split, deduplication, the held-out guard)."""
+    return "zh:" + zh_key(zh), "en:" + en_key(en)
+
+
 def _stable_fraction(key: str, salt: str) -> float:
     digest = hashlib.sha256(f"{salt}\x00{key}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -151,7 +156,7 @@ def split_pairs(
 
     first_seen: dict[str, int] = {}
     for i, p in enumerate(pairs):
-        for key in ("zh:" + zh_key(p.zh), "en:" + en_key(p.en)):
+        for key in sentence_keys(p.zh, p.en):
             j = first_seen.setdefault(key, i)
             if j != i:
                 parent[find(i)] = find(j)
@@ -459,15 +464,15 @@ def build_corpus(
     check_tools()
     out = Path(out).resolve()
     pairs = read_pairs(Path(sentences))
-    splits = split_pairs(pairs, ratios)  # on the full list, so --limit never changes a pair's split
-    held_out = {k for s in SPLITS[1:] for p in splits[s] for k in ("zh:" + zh_key(p.zh), "en:" + en_key(p.en))}
+    splits = full = split_pairs(pairs, ratios)  # on the full list, so --limit never changes a pair's split
     if limit is not None:
         keep = {p.index for p in pairs[:limit]}
         splits = {s: [p for p in ps if p.index in keep] for s, ps in splits.items()}
     dropped = 0
     if extra_train is not None:
+        held_out = {k for s in SPLITS[1:] for p in full[s] for k in sentence_keys(p.zh, p.en)}
         extra = read_pairs(Path(extra_train))[:limit]
-        splits[EXTRA_SPLIT] = [p for p in extra if not {"zh:" + zh_key(p.zh), "en:" + en_key(p.en)} & held_out]
+        splits[EXTRA_SPLIT] = [p for p in extra if not held_out.intersection(sentence_keys(p.zh, p.en))]
         dropped = len(extra) - len(splits[EXTRA_SPLIT])
     utts = plan_utterances(splits, out, seed, zh_per_sentence, en_per_sentence)
     t0 = time.time()
