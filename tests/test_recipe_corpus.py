@@ -172,14 +172,16 @@ def test_recipe_stage1_more_renderings_keep_the_first(corpus: ModuleType, tts_to
         assert _md5(many / r["audio"]) != _md5(many / first[r["id"][:-2]]["audio"])
     for split in ("dev", "test"):  # held-out splits keep one rendering
         assert (many / f"{split}.jsonl").read_text(encoding="utf-8") == (one / f"{split}.jsonl").read_text(encoding="utf-8")
-    # the default --extra list: one rendering of its first four pairs; the last runs' manifest adds them
-    extra = _read_jsonl(many / "train_extra.jsonl")
-    assert [r["text"] for r in extra if r["lang"] == "en"] == [
-        p.en for p in corpus.read_pairs(RECIPE / "extra_sentences.tsv")[:4]
-    ]
-    assert (many / "train_more.jsonl").read_text(encoding="utf-8") == (
-        (many / "train.jsonl").read_text(encoding="utf-8") + (many / "train_extra.jsonl").read_text(encoding="utf-8")
-    )
+    # the default --extra lists: one rendering of the first four pairs of each; the last runs' manifests add
+    # the first list (train_more.jsonl), then both (train_more2.jsonl)
+    for name, tsv in (("train_extra", "extra_sentences.tsv"), ("train_extra2", "extra_sentences2.tsv")):
+        extra = _read_jsonl(many / f"{name}.jsonl")
+        assert [r["text"] for r in extra if r["lang"] == "en"] == [p.en for p in corpus.read_pairs(RECIPE / tsv)[:4]]
+        assert all(r["audio"].startswith(f"wav/{name}/") for r in extra)
+    text = {name: (many / f"{name}.jsonl").read_text(encoding="utf-8")
+            for name in ("train", "train_extra", "train_extra2", "train_more", "train_more2")}
+    assert text["train_more"] == text["train"] + text["train_extra"]
+    assert text["train_more2"] == text["train"] + text["train_extra"] + text["train_extra2"]
 
 
 def test_corpus_cli_help(corpus: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
@@ -288,6 +290,14 @@ def test_collect_sentences_filters_dedups_and_never_takes_a_known_sentence(
     two = collector.collect([tmp_path / "a", tmp_path / "b"], corpus.DEFAULT_SENTENCES, max_pairs=2)
     assert len(two) == 2 and set(two) < set(rows) and two == sorted(two)
     assert collector.collect([tmp_path / "b", tmp_path / "a"], corpus.DEFAULT_SENTENCES, max_pairs=2) == two
+    # excluding that subset as well (--exclude LIST LIST) gives the rest: the next pairs by the same hash
+    taken = tmp_path / "two.tsv"
+    taken.write_text("".join("\t".join(r) + "\n" for r in two), encoding="utf-8")
+    rest = collector.collect([tmp_path / "a", tmp_path / "b"], [corpus.DEFAULT_SENTENCES, taken])
+    assert sorted(rest + two) == rows
+    assert collector.collect([tmp_path / "a", tmp_path / "b"], [corpus.DEFAULT_SENTENCES, taken], max_pairs=1) == [
+        min(rest, key=lambda r: hashlib.sha256(collector.en_key(r[2]).encode("utf-8")).digest())
+    ]
 
     # a .deb holding the catalogue gives the same pairs as the unpacked tree
     pkg = tmp_path / "pkg"
@@ -333,3 +343,18 @@ def test_extra_training_pairs_go_to_train_extra_only(corpus: ModuleType, tts_too
     assert (out / "train_extra_zh" / "text.en").read_text(encoding="utf-8").splitlines() == [
         f"{records[0]['id']} Disk is full", f"{records[2]['id']} Network is down",
     ]
+
+    # a second list: its own split (train_extra2); a pair already in the first list is not synthesised twice;
+    # the first list's manifest and audio stay as they were
+    extra2 = tmp_path / "extra2.tsv"
+    extra2.write_text("gamma\t文件已保存\tFile saved\nalpha\t磁盘已满\tDisk is full\n", encoding="utf-8")
+    first = (out / "train_extra.jsonl").read_text(encoding="utf-8")
+    audio = {r["id"]: _md5(out / r["audio"]) for r in records}
+    stats = corpus.build_corpus(out, limit=3, jobs=1, progress=False, extra_train=[extra, extra2])
+    assert stats["pairs"]["train_extra2"] == 2 and stats["extra_dropped_as_held_out"] == 1
+    assert (out / "train_extra.jsonl").read_text(encoding="utf-8") == first
+    assert {r["id"]: _md5(out / r["audio"]) for r in records} == audio
+    assert {s: (out / f"{s}.jsonl").read_text(encoding="utf-8") for s in corpus.SPLITS} == before
+    records2 = _read_jsonl(out / "train_extra2.jsonl")
+    assert [(r["lang"], r["text"]) for r in records2] == [("zh", "文件已保存"), ("en", "File saved")]
+    assert all(r["audio"].startswith("wav/train_extra2/") for r in records2)

@@ -26,6 +26,10 @@ Examples::
     mkdir debs && (cd debs && xargs -a ../small.txt -n 20 apt-get download)
     python recipes/synthetic/collect_sentences.py debs/*.deb --max-pairs 40000 \\
         --out recipes/synthetic/extra_sentences.tsv
+    # ... and extra_sentences2.tsv: the next 40,000 by the same hash, none sharing a sentence with the first
+    python recipes/synthetic/collect_sentences.py debs/*.deb --max-pairs 40000 \\
+        --exclude recipes/synthetic/sentences.tsv recipes/synthetic/extra_sentences.tsv \\
+        --out recipes/synthetic/extra_sentences2.tsv
 
     # the catalogues installed on this machine
     python recipes/synthetic/collect_sentences.py /usr/share/locale/zh_CN/LC_MESSAGES --out /tmp/extra.tsv
@@ -97,10 +101,14 @@ def read_catalogues(sources: Iterable[Path]) -> Iterator[tuple[str, bytes]]:
 
 
 def collect(
-    sources: Iterable[Path], exclude: Path | None, max_pairs: int | None = None
+    sources: Iterable[Path], exclude: Path | Iterable[Path] | None, max_pairs: int | None = None
 ) -> list[tuple[str, str, str]]:
-    """The accepted pairs, sorted; with ``max_pairs``, a subset chosen by a stable hash of the English."""
-    taken = {k for p in read_pairs(exclude) for k in sentence_keys(p.zh, p.en)} if exclude is not None else set()
+    """The accepted pairs, sorted; with ``max_pairs``, a subset chosen by a stable hash of the English.
+
+    ``exclude``: lists whose sentences are taken (one path or several).
+    """
+    lists = [] if exclude is None else [exclude] if isinstance(exclude, Path) else list(exclude)
+    taken = {k for path in lists for p in read_pairs(path) for k in sentence_keys(p.zh, p.en)}
     rows: dict[str, tuple[str, str, str]] = {}
     for name, data in sorted(read_catalogues(sources)):  # by name, then content: order-free
         try:
@@ -133,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--exclude",
         type=Path,
-        default=Path(__file__).resolve().parent / "sentences.tsv",
-        help="drop pairs sharing a sentence with this list (default: the recipe's sentences.tsv)",
+        nargs="+",
+        default=[Path(__file__).resolve().parent / "sentences.tsv"],
+        help="drop pairs sharing a sentence with these lists (default: the recipe's sentences.tsv)",
     )
     ap.add_argument("--max-pairs", type=int, default=None,
                     help="keep at most N pairs, chosen by a stable hash of the English (default: all)")

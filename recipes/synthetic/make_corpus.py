@@ -27,7 +27,8 @@ Outputs under ``--out DIR``::
     DIR/{split}_zh/, DIR/{split}_en/  the same four files for one language (score zh CER / en WER apart)
     DIR/wav/{split}/{id}.wav          the audio
     DIR/train_extra.jsonl, ...        with --extra-train FILE: one rendering of each of its pairs, training
-                                      only (collect_sentences.py), with the same Kaldi-style directories
+                                      only (collect_sentences.py), with the same Kaldi-style directories;
+                                      a second --extra-train FILE gives train_extra2.jsonl, and so on
     DIR/stats.json                    utterance counts, hours and generation time
 
 Examples::
@@ -69,7 +70,8 @@ import soundfile as sf
 HERE = Path(__file__).resolve().parent
 DEFAULT_SENTENCES = HERE / "sentences.tsv"
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
-#: the split of ``--extra-train`` pairs: training data only, kept apart from ``train`` (own manifest and WAVs)
+#: the split of the first ``--extra-train`` list: training data only, kept apart from ``train`` (own manifest
+#: and WAVs); the second list's split is ``train_extra2``, and so on (see :func:`extra_split`)
 EXTRA_SPLIT = "train_extra"
 SAMPLE_RATE = 16000
 
@@ -211,6 +213,11 @@ def to_pinyin(zh: str) -> str:
         else:
             text += tok + " "
     return text.strip() + "."
+
+
+def extra_split(i: int) -> str:
+    """The split of the ``i``-th (0-based) ``--extra-train`` list: train_extra, train_extra2, ..."""
+    return EXTRA_SPLIT if i == 0 else f"{EXTRA_SPLIT}{i + 1}"
 
 
 # ------------------------------------------------------------------------------------------- tasks
@@ -454,12 +461,13 @@ def build_corpus(
     en_per_sentence: int = 1,
     ratios: Sequence[float] = (0.90, 0.05, 0.05),
     progress: bool = True,
-    extra_train: Path | None = None,
+    extra_train: Path | Sequence[Path] | None = None,
 ) -> dict:
     """Run the whole stage; returns the statistics also written to ``out/stats.json``.
 
-    ``extra_train``: more pairs for training only (``collect_sentences.py``), one rendering each, written
-    to ``train_extra.jsonl``; a pair sharing a sentence with dev or test is dropped (and counted).
+    ``extra_train``: lists of more pairs for training only (``collect_sentences.py``), one rendering each,
+    written to ``train_extra.jsonl`` (the first list), ``train_extra2.jsonl`` (the second), ...; a pair
+    sharing a sentence with dev or test is dropped (and counted).
     """
     check_tools()
     out = Path(out).resolve()
@@ -468,12 +476,14 @@ def build_corpus(
     if limit is not None:
         keep = {p.index for p in pairs[:limit]}
         splits = {s: [p for p in ps if p.index in keep] for s, ps in splits.items()}
+    extra_lists = [] if extra_train is None else [extra_train] if isinstance(extra_train, (str, Path)) else list(extra_train)
     dropped = 0
-    if extra_train is not None:
+    if extra_lists:
         held_out = {k for s in SPLITS[1:] for p in full[s] for k in sentence_keys(p.zh, p.en)}
-        extra = read_pairs(Path(extra_train))[:limit]
-        splits[EXTRA_SPLIT] = [p for p in extra if not held_out.intersection(sentence_keys(p.zh, p.en))]
-        dropped = len(extra) - len(splits[EXTRA_SPLIT])
+    for i, path in enumerate(extra_lists):
+        extra = read_pairs(Path(path))[:limit]
+        kept = splits[extra_split(i)] = [p for p in extra if not held_out.intersection(sentence_keys(p.zh, p.en))]
+        dropped += len(extra) - len(kept)
     utts = plan_utterances(splits, out, seed, zh_per_sentence, en_per_sentence)
     t0 = time.time()
     durations = synthesise_all(utts, jobs=jobs, progress=progress)
@@ -487,7 +497,7 @@ def build_corpus(
         "zh_per_sentence": zh_per_sentence,
         "en_per_sentence": en_per_sentence,
     }
-    if extra_train is not None:
+    if extra_lists:
         stats["extra_dropped_as_held_out"] = dropped
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     return stats
@@ -508,8 +518,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--en-per-sentence", type=int, default=1, help="English renderings per training sentence")
     ap.add_argument("--ratios", type=float, nargs=3, default=(0.90, 0.05, 0.05), metavar=("TRAIN", "DEV", "TEST"),
                     help="split proportions (default: 0.90 0.05 0.05)")
-    ap.add_argument("--extra-train", type=Path, default=None,
-                    help="more domain<TAB>zh<TAB>en pairs for training only (one rendering each, train_extra.jsonl)")
+    ap.add_argument("--extra-train", type=Path, action="append", default=None, metavar="FILE",
+                    help="more domain<TAB>zh<TAB>en pairs for training only (one rendering each, train_extra.jsonl); "
+                         "repeat for more lists (train_extra2.jsonl, ...)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if args.zh_per_sentence < 1 or args.en_per_sentence < 1 or args.jobs < 1:

@@ -5,7 +5,7 @@
 #   stage 0  system + Python dependencies (espeak-ng, flite, sox; pypinyin)
 #   stage 1  corpus: split by sentence, synthesise 16 kHz WAVs, write manifests   (make_corpus.py)
 #            (--renderings of every training sentence and language; dev/test: one each; plus one
-#            rendering of each --extra pair, training only: train_extra.jsonl)
+#            rendering of each --extra pair, training only: train_extra.jsonl, train_extra2.jsonl)
 #   stage 2  tokenizer: Qwen2-style byte-level BPE on the training split           (make_tokenizer.py)
 #   stage 3  train (ten `mooer train` runs, conf/demo.yaml + overrides; the last four torchrun DDP)
 #   stage 4  decode + score the test split (CER, WER, BLEU)
@@ -22,8 +22,9 @@
 #   --exp DIR                  experiment directory (default recipes/synthetic/exp/demo)
 #   --jobs N                   synthesis processes (default 2)
 #   --renderings N             renderings per training sentence and language (default 5)
-#   --extra FILE               more pairs for training only, '' for none (default: extra_sentences.tsv,
-#                              40,000 pairs from Debian's other catalogues: collect_sentences.py)
+#   --extra FILE               a list of more pairs for training only; repeat for several, '' for none
+#                              (default: extra_sentences.tsv and extra_sentences2.tsv, 40,000 pairs each
+#                              from Debian's other catalogues: collect_sentences.py)
 #   --nproc N                  DDP processes of the last four training runs (default 2)
 #   --limit N                  only the first N sentence pairs (default: all)
 #   --vocab-size N             tokenizer size incl. 3 special tokens (default 3000)
@@ -39,7 +40,8 @@ data=$recipe_dir/data
 exp=$recipe_dir/exp/demo
 jobs=2
 renderings=5
-extra=$recipe_dir/extra_sentences.tsv
+extras=("$recipe_dir/extra_sentences.tsv" "$recipe_dir/extra_sentences2.tsv")
+extras_given=0
 nproc=2
 limit=
 vocab_size=3000
@@ -54,7 +56,7 @@ while [[ $# -gt 0 ]]; do
     --exp) exp=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     --renderings) renderings=$2; shift 2 ;;
-    --extra) extra=$2; shift 2 ;;
+    --extra) [[ $extras_given == 1 ]] || extras=(); extras_given=1; [[ -z $2 ]] || extras+=("$2"); shift 2 ;;
     --nproc) nproc=$2; shift 2 ;;
     --limit) limit=$2; shift 2 ;;
     --vocab-size|--vocab_size) vocab_size=$2; shift 2 ;;
@@ -84,13 +86,20 @@ fi
 
 if run_stage 1; then
   log 1 "corpus -> $data"
+  extra_args=()
+  for f in "${extras[@]}"; do extra_args+=(--extra-train "$f"); done
   timed nice -n 10 $python "$recipe_dir/make_corpus.py" --out "$data" --jobs "$jobs" ${limit:+--limit "$limit"} \
-    --zh-per-sentence "$renderings" --en-per-sentence "$renderings" ${extra:+--extra-train "$extra"}
+    --zh-per-sentence "$renderings" --en-per-sentence "$renderings" "${extra_args[@]}"
   # the first rendering of each training sentence: what stage 3's first six runs train on
   grep -E '"id": "(zh|en)_[0-9a-f]+_0"' "$data/train.jsonl" > "$data/train_r0.jsonl"
-  # the last two runs: the first two renderings and the extra pairs
-  { grep -E '"id": "(zh|en)_[0-9a-f]+_[01]"' "$data/train.jsonl"; [[ -z $extra ]] || cat "$data/train_extra.jsonl"; } \
-    > "$data/train_more.jsonl"
+  # runs (i), (j): the first two renderings and the first extra list; run (k): and every other extra list
+  extra_manifests=()  # make_corpus.py: train_extra.jsonl, train_extra2.jsonl, ... (one per --extra list)
+  for ((i = 1; i <= ${#extras[@]}; i++)); do
+    if ((i == 1)); then extra_manifests+=("$data/train_extra.jsonl"); else extra_manifests+=("$data/train_extra$i.jsonl"); fi
+  done
+  r01() { grep -E '"id": "(zh|en)_[0-9a-f]+_[01]"' "$data/train.jsonl"; }
+  { r01; [[ ${#extras[@]} -eq 0 ]] || cat "${extra_manifests[0]}"; } > "$data/train_more.jsonl"
+  { r01; [[ ${#extras[@]} -eq 0 ]] || cat "${extra_manifests[@]}"; } > "$data/train_more2.jsonl"
 fi
 
 if run_stage 2; then
