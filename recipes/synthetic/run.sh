@@ -7,7 +7,7 @@
 #            (--renderings of every training sentence and language; dev/test: one each; plus one
 #            rendering of each --extra pair, training only: train_extra.jsonl, train_extra2.jsonl)
 #   stage 2  tokenizer: Qwen2-style byte-level BPE on the training split           (make_tokenizer.py)
-#   stage 3  train (ten `mooer train` runs, conf/demo.yaml + overrides; the last four torchrun DDP)
+#   stage 3  train (eleven `mooer train` runs, conf/demo.yaml + overrides; the last five torchrun DDP)
 #   stage 4  decode + score the test split (CER, WER, BLEU)
 #   stage 5  install the model as src/mooer/assets/default-model
 #
@@ -25,7 +25,7 @@
 #   --extra FILE               a list of more pairs for training only; repeat for several, '' for none
 #                              (default: extra_sentences.tsv and extra_sentences2.tsv, 40,000 pairs each
 #                              from Debian's other catalogues: collect_sentences.py)
-#   --nproc N                  DDP processes of the last four training runs (default 2)
+#   --nproc N                  DDP processes of the last five training runs (default 2)
 #   --limit N                  only the first N sentence pairs (default: all)
 #   --vocab-size N             tokenizer size incl. 3 special tokens (default 3000)
 #   --config FILE              training config (default recipes/synthetic/conf/demo.yaml)
@@ -109,7 +109,7 @@ if run_stage 2; then
 fi
 
 if run_stage 3; then
-  # Eight runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
+  # Eleven runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
   # 3 epochs; (b) a continuation from (a)'s export with a fresh cosine schedule, 2 epochs; (c) a continuation
   # from (b) with guided attention (LLM head 1.0 pulled to the CTC forced alignment), asr-heavy task mix,
   # 8 epochs; (d) (c) resumed from its last checkpoint under a 16-epoch schedule (8 more epochs) with the
@@ -155,9 +155,13 @@ if run_stage 3; then
     optim.lr=1.0e-3 'data.tasks={asr: 2, ast: 1, asr_ast: 1}'
   timed ddp_train --config "$exp/stage3g/config.yaml" train.exp_dir="$exp/stage3h" \
     model.init_from="$exp/stage3g/export/mooer" train.epochs=1 optim.lr=5.0e-4
+  # (k): 40,000 further pairs (the second --extra list) with everything (i) and (j) saw (train_more2.jsonl):
+  # 1 epoch at 5e-4.
+  timed ddp_train --config "$exp/stage3h/config.yaml" train.exp_dir="$exp/stage3i" \
+    data.train="$data/train_more2.jsonl" model.init_from="$exp/stage3h/export/mooer" train.epochs=1 optim.lr=5.0e-4
 fi
 
-model=$exp/stage3h/export/mooer
+model=$exp/stage3i/export/mooer
 
 if run_stage 4; then
   # Held-out scoring. zh: CER (asr, asr_ast transcript), BLEU (ast, asr_ast translation); en: WER (asr).
@@ -191,10 +195,11 @@ if run_stage 5; then
 import json, sys
 path = sys.argv[1]
 config = json.load(open(path, encoding="utf-8"))
-config["source"] = {"recipe": "recipes/synthetic/run.sh stage 3: conf/demo.yaml from scratch, then nine "
-                              "continuations, the last eight with guided attention, the last six with "
-                              "data augmentation, two on five renderings of every sentence, the last two "
-                              "adding 40,000 sentence pairs from other Debian catalogues",
+config["source"] = {"recipe": "recipes/synthetic/run.sh stage 3: conf/demo.yaml from scratch, then ten "
+                              "continuations, the last nine with guided attention, the last seven with "
+                              "data augmentation, two on five renderings of every sentence, the last three "
+                              "adding 40,000 sentence pairs from other Debian catalogues, the last one "
+                              "40,000 more",
                     "trained": {"encoder": "scratch", "adapter": "new", "llm": "scratch"}}
 open(path, "w", encoding="utf-8").write(json.dumps(config, ensure_ascii=False, indent=2) + "\n")
 PY
