@@ -476,7 +476,7 @@ def build_corpus(
     if limit is not None:
         keep = {p.index for p in pairs[:limit]}
         splits = {s: [p for p in ps if p.index in keep] for s, ps in splits.items()}
-    extra_lists = [] if extra_train is None else [extra_train] if isinstance(extra_train, (str, Path)) else list(extra_train)
+    extra_lists = [extra_train] if isinstance(extra_train, (str, Path)) else list(extra_train or [])
     dropped = 0
     if extra_lists:
         held_out = {k for s in SPLITS[1:] for p in full[s] for k in sentence_keys(p.zh, p.en)}
