@@ -278,7 +278,7 @@ def test_collect_sentences_filters_dedups_and_never_takes_a_known_sentence(
         (None, "Connection lost", "网络已断开"),                          # duplicate Chinese: dropped
     ]), tmp_path / "b" / lc / "beta.mo")
 
-    rows = collector.collect([tmp_path / "a", tmp_path / "b"], corpus.DEFAULT_SENTENCES)
+    rows = collector.collect([tmp_path / "a", tmp_path / "b"], [corpus.DEFAULT_SENTENCES])
     assert rows == [
         ("alpha", "已保存所有打开的文档。", "Saved all open documents."),
         ("alpha", "打开最近的文件", "Open the recent file"),
@@ -286,10 +286,10 @@ def test_collect_sentences_filters_dedups_and_never_takes_a_known_sentence(
         ("beta", "网络已断开", "Connection lost"),
     ]
     # order of the sources does not matter; a subset is a stable choice among the rows
-    assert collector.collect([tmp_path / "b", tmp_path / "a"], corpus.DEFAULT_SENTENCES) == rows
-    two = collector.collect([tmp_path / "a", tmp_path / "b"], corpus.DEFAULT_SENTENCES, max_pairs=2)
+    assert collector.collect([tmp_path / "b", tmp_path / "a"], [corpus.DEFAULT_SENTENCES]) == rows
+    two = collector.collect([tmp_path / "a", tmp_path / "b"], [corpus.DEFAULT_SENTENCES], max_pairs=2)
     assert len(two) == 2 and set(two) < set(rows) and two == sorted(two)
-    assert collector.collect([tmp_path / "b", tmp_path / "a"], corpus.DEFAULT_SENTENCES, max_pairs=2) == two
+    assert collector.collect([tmp_path / "b", tmp_path / "a"], [corpus.DEFAULT_SENTENCES], max_pairs=2) == two
     # excluding that subset as well (--exclude LIST LIST) gives the rest: the next pairs by the same hash
     taken = tmp_path / "two.tsv"
     taken.write_text("".join("\t".join(r) + "\n" for r in two), encoding="utf-8")
@@ -307,7 +307,7 @@ def test_collect_sentences_filters_dedups_and_never_takes_a_known_sentence(
         "Package: alpha\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: t\n")
     subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(pkg), str(tmp_path / "alpha.deb")],
                    check=True, capture_output=True)
-    assert collector.collect([tmp_path / "alpha.deb", tmp_path / "b"], corpus.DEFAULT_SENTENCES) == rows
+    assert collector.collect([tmp_path / "alpha.deb", tmp_path / "b"], [corpus.DEFAULT_SENTENCES]) == rows
 
     assert collector.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "x.tsv")]) == 0
     assert [tuple(line.split("\t")) for line in (tmp_path / "x.tsv").read_text(encoding="utf-8").splitlines()] == rows
@@ -328,7 +328,7 @@ def test_extra_training_pairs_go_to_train_extra_only(corpus: ModuleType, tts_too
     out = tmp_path / "data"
     corpus.build_corpus(out, limit=3, jobs=1, progress=False)
     before = {s: (out / f"{s}.jsonl").read_text(encoding="utf-8") for s in corpus.SPLITS}
-    stats = corpus.build_corpus(out, limit=3, jobs=1, progress=False, extra_train=extra)
+    stats = corpus.build_corpus(out, limit=3, jobs=1, progress=False, extra_train=[extra])
     assert {s: (out / f"{s}.jsonl").read_text(encoding="utf-8") for s in corpus.SPLITS} == before
     assert stats["extra_dropped_as_held_out"] == 1 and stats["pairs"]["train_extra"] == 2
 

@@ -101,14 +101,13 @@ def read_catalogues(sources: Iterable[Path]) -> Iterator[tuple[str, bytes]]:
 
 
 def collect(
-    sources: Iterable[Path], exclude: Path | Iterable[Path] | None, max_pairs: int | None = None
+    sources: Iterable[Path], exclude: Iterable[Path] = (), max_pairs: int | None = None
 ) -> list[tuple[str, str, str]]:
     """The accepted pairs, sorted; with ``max_pairs``, a subset chosen by a stable hash of the English.
 
-    ``exclude``: lists whose sentences are taken (one path or several).
+    ``exclude``: lists whose sentences are taken.
     """
-    lists = [] if exclude is None else [exclude] if isinstance(exclude, Path) else list(exclude)
-    taken = {k for path in lists for p in read_pairs(path) for k in sentence_keys(p.zh, p.en)}
+    taken = {k for path in exclude for p in read_pairs(path) for k in sentence_keys(p.zh, p.en)}
     rows: dict[str, tuple[str, str, str]] = {}
     for name, data in sorted(read_catalogues(sources)):  # by name, then content: order-free
         try:

@@ -461,7 +461,7 @@ def build_corpus(
     en_per_sentence: int = 1,
     ratios: Sequence[float] = (0.90, 0.05, 0.05),
     progress: bool = True,
-    extra_train: Path | Sequence[Path] | None = None,
+    extra_train: Sequence[Path] = (),
 ) -> dict:
     """Run the whole stage; returns the statistics also written to ``out/stats.json``.
 
@@ -476,11 +476,9 @@ def build_corpus(
     if limit is not None:
         keep = {p.index for p in pairs[:limit]}
         splits = {s: [p for p in ps if p.index in keep] for s, ps in splits.items()}
-    extra_lists = [extra_train] if isinstance(extra_train, (str, Path)) else list(extra_train or [])
+    held_out = {k for s in SPLITS[1:] for p in full[s] for k in sentence_keys(p.zh, p.en)}
     dropped = 0
-    if extra_lists:
-        held_out = {k for s in SPLITS[1:] for p in full[s] for k in sentence_keys(p.zh, p.en)}
-    for i, path in enumerate(extra_lists):
+    for i, path in enumerate(extra_train):
         extra = read_pairs(Path(path))[:limit]
         kept = splits[extra_split(i)] = [p for p in extra if not held_out.intersection(sentence_keys(p.zh, p.en))]
         dropped += len(extra) - len(kept)
@@ -497,7 +495,7 @@ def build_corpus(
         "zh_per_sentence": zh_per_sentence,
         "en_per_sentence": en_per_sentence,
     }
-    if extra_lists:
+    if extra_train:
         stats["extra_dropped_as_held_out"] = dropped
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     return stats
@@ -527,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("--jobs and --*-per-sentence must be >= 1")
     stats = build_corpus(
         args.out, args.sentences, args.limit, args.jobs, args.seed, args.zh_per_sentence, args.en_per_sentence,
-        args.ratios, progress=not args.no_progress, extra_train=args.extra_train,
+        args.ratios, progress=not args.no_progress, extra_train=args.extra_train or (),
     )
     print(json.dumps(stats, indent=2))
     return 0

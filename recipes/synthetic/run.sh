@@ -93,7 +93,7 @@ if run_stage 1; then
   # the first rendering of each training sentence: what stage 3's first six runs train on
   grep -E '"id": "(zh|en)_[0-9a-f]+_0"' "$data/train.jsonl" > "$data/train_r0.jsonl"
   # runs (i), (j): the first two renderings and the first extra list; run (k): and every other extra list
-  extra_manifests=()  # make_corpus.py: train_extra.jsonl, train_extra2.jsonl, ... (one per --extra list)
+  extra_manifests=()  # as make_corpus.py names them (extra_split): train_extra.jsonl, train_extra2.jsonl, ...
   for ((i = 1; i <= ${#extras[@]}; i++)); do
     if ((i == 1)); then extra_manifests+=("$data/train_extra.jsonl"); else extra_manifests+=("$data/train_extra$i.jsonl"); fi
   done
