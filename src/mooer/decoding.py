@@ -49,8 +49,9 @@ class DecodingOptions:
         return asdict(self)
 
 
-#: CTC weight of joint decoding for models with a CTC head (tuned on the demo model's dev split).
-DEFAULT_CTC_WEIGHT = 0.7
+#: CTC weight of joint decoding for models with a CTC head (tuned on the bundled demo model's dev split: 0.7
+#: with its stage-3 weights; 0.5 once its LLM had learnt to read the audio, see benchmarks/RESULTS_demo.md).
+DEFAULT_CTC_WEIGHT = 0.5
 
 #: ``official``: spec §8.1, what the official offline inference uses (beam 4, 200 new tokens,
 #: length penalty 0.8, EOS bias -0.2). ``greedy``: spec §8.2, the official streaming demo.

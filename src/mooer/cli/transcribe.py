@@ -64,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         g.add_argument("--ctc-weight", type=float, metavar="W",
                        help="joint CTC/attention decoding: weight of the encoder's CTC head in the transcript, "
                             "0-1 (models trained with a CTC head only, like the bundled demo model; default: "
-                            "0.7 for those, 0 = LLM only for the others, e.g. the official checkpoints)")
+                            "0.5 for those, 0 = LLM only for the others, e.g. the official checkpoints)")
         g.add_argument("--batch-size", type=int, default=8, help="inputs decoded together (default: 8)")
         s = p.add_argument_group("speed")
         s.add_argument("--quantize", choices=["int8"],
