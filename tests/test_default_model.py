@@ -43,3 +43,28 @@ def test_readme_main_command_prints_the_samples_transcripts():
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == row["text"], name
+
+
+
+def test_forcing_the_transcript_gives_the_translation_asr_ast_writes_after_it():
+    """benchmarks/translation_given_transcript.py feeds a transcript as if the model had written it. The
+    zh sample's asr_ast transcript is the reference, so forcing the reference must continue exactly as
+    asr_ast decoding does (greedy), and forcing another transcript must change the translation."""
+    import importlib.util
+    from pathlib import Path
+
+    from mooer.api import MooER
+    from mooer.data.manifest import Utterance
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "translation_given_transcript.py"
+    spec = importlib.util.spec_from_file_location("translation_given_transcript", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    model = MooER.from_pretrained(device="cpu")
+    reference = samples()["sample_zh.wav"]["text"]
+    [written] = model.transcribe([sample_path("sample_zh.wav")], task="asr_ast", decoding="greedy")
+    assert written.asr == reference and written.ast
+    utt = Utterance(id="sample_zh", audio=str(sample_path("sample_zh.wav")), text=reference, duration=0.0)
+    assert bench.translate_after(model, [utt], [reference], "greedy") == [written.ast]
+    assert bench.translate_after(model, [utt], ["文件已保存"], "greedy") != [written.ast]
