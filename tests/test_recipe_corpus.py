@@ -173,15 +173,20 @@ def test_recipe_stage1_more_renderings_keep_the_first(corpus: ModuleType, tts_to
     for split in ("dev", "test"):  # held-out splits keep one rendering
         assert (many / f"{split}.jsonl").read_text(encoding="utf-8") == (one / f"{split}.jsonl").read_text(encoding="utf-8")
     # the default --extra lists: one rendering of the first four pairs of each; the last runs' manifests add
-    # the first list (train_more.jsonl), then both (train_more2.jsonl)
-    for name, tsv in (("train_extra", "extra_sentences.tsv"), ("train_extra2", "extra_sentences2.tsv")):
+    # the first list (train_more.jsonl), then the first two (train_more2.jsonl), then all three (train_more3)
+    lists = (("train_extra", "extra_sentences.tsv"), ("train_extra2", "extra_sentences2.tsv"),
+             ("train_extra3", "extra_sentences3.tsv"))
+    for name, tsv in lists:
         extra = _read_jsonl(many / f"{name}.jsonl")
         assert [r["text"] for r in extra if r["lang"] == "en"] == [p.en for p in corpus.read_pairs(RECIPE / tsv)[:4]]
         assert all(r["audio"].startswith(f"wav/{name}/") for r in extra)
     text = {name: (many / f"{name}.jsonl").read_text(encoding="utf-8")
-            for name in ("train", "train_extra", "train_extra2", "train_more", "train_more2")}
+            for name in ("train", "train_extra", "train_extra2", "train_extra3", "train_more", "train_more2",
+                         "train_more3")}
     assert text["train_more"] == text["train"] + text["train_extra"]
     assert text["train_more2"] == text["train"] + text["train_extra"] + text["train_extra2"]
+    assert text["train_more3"] == text["train"] + text["train_extra"] + text["train_extra2"] + text["train_extra3"]
+    assert not (many / "train_more.part").exists()
 
 
 def test_corpus_cli_help(corpus: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:

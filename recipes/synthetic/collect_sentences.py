@@ -30,6 +30,10 @@ Examples::
     python recipes/synthetic/collect_sentences.py debs/*.deb --max-pairs 40000 \\
         --exclude recipes/synthetic/sentences.tsv recipes/synthetic/extra_sentences.tsv \\
         --out recipes/synthetic/extra_sentences2.tsv
+    # ... and extra_sentences3.tsv: the next 40,000, none sharing a sentence with the first two
+    python recipes/synthetic/collect_sentences.py debs/*.deb --max-pairs 40000 \\
+        --exclude recipes/synthetic/sentences.tsv recipes/synthetic/extra_sentences.tsv \\
+        recipes/synthetic/extra_sentences2.tsv --out recipes/synthetic/extra_sentences3.tsv
 
     # the catalogues installed on this machine
     python recipes/synthetic/collect_sentences.py /usr/share/locale/zh_CN/LC_MESSAGES --out /tmp/extra.tsv

@@ -5,9 +5,9 @@
 #   stage 0  system + Python dependencies (espeak-ng, flite, sox; pypinyin)
 #   stage 1  corpus: split by sentence, synthesise 16 kHz WAVs, write manifests   (make_corpus.py)
 #            (--renderings of every training sentence and language; dev/test: one each; plus one
-#            rendering of each --extra pair, training only: train_extra.jsonl, train_extra2.jsonl)
+#            rendering of each --extra pair, training only: train_extra.jsonl, train_extra2.jsonl, ...)
 #   stage 2  tokenizer: Qwen2-style byte-level BPE on the training split           (make_tokenizer.py)
-#   stage 3  train (eleven `mooer train` runs, conf/demo.yaml + overrides; the last five torchrun DDP)
+#   stage 3  train (twelve `mooer train` runs, conf/demo.yaml + overrides; the last six torchrun DDP)
 #   stage 4  decode + score the test split (CER, WER, BLEU)
 #   stage 5  install the model as src/mooer/assets/default-model
 #
@@ -23,9 +23,9 @@
 #   --jobs N                   synthesis processes (default 2)
 #   --renderings N             renderings per training sentence and language (default 5)
 #   --extra FILE               a list of more pairs for training only; repeat for several, '' for none
-#                              (default: extra_sentences.tsv and extra_sentences2.tsv, 40,000 pairs each
-#                              from Debian's other catalogues: collect_sentences.py)
-#   --nproc N                  DDP processes of the last five training runs (default 2)
+#                              (default: extra_sentences.tsv, extra_sentences2.tsv, extra_sentences3.tsv,
+#                              40,000 pairs each from Debian's other catalogues: collect_sentences.py)
+#   --nproc N                  DDP processes of the last six training runs (default 2)
 #   --limit N                  only the first N sentence pairs (default: all)
 #   --vocab-size N             tokenizer size incl. 3 special tokens (default 3000)
 #   --config FILE              training config (default recipes/synthetic/conf/demo.yaml)
@@ -40,7 +40,7 @@ data=$recipe_dir/data
 exp=$recipe_dir/exp/demo
 jobs=2
 renderings=5
-extras=("$recipe_dir/extra_sentences.tsv" "$recipe_dir/extra_sentences2.tsv")
+extras=("$recipe_dir/extra_sentences.tsv" "$recipe_dir/extra_sentences2.tsv" "$recipe_dir/extra_sentences3.tsv")
 extras_given=0
 nproc=2
 limit=
@@ -92,14 +92,17 @@ if run_stage 1; then
     --zh-per-sentence "$renderings" --en-per-sentence "$renderings" "${extra_args[@]}"
   # the first rendering of each training sentence: what stage 3's first six runs train on
   grep -E '"id": "(zh|en)_[0-9a-f]+_0"' "$data/train.jsonl" > "$data/train_r0.jsonl"
-  # runs (i), (j): the first two renderings and the first extra list; run (k): and every other extra list
-  extra_manifests=()  # as make_corpus.py names them (extra_split): train_extra.jsonl, train_extra2.jsonl, ...
-  for ((i = 1; i <= ${#extras[@]}; i++)); do
-    if ((i == 1)); then extra_manifests+=("$data/train_extra.jsonl"); else extra_manifests+=("$data/train_extra$i.jsonl"); fi
+  # the last runs: the first two renderings and the first N extra lists, train_moreN.jsonl (no number for N = 1,
+  # as make_corpus.py names the lists' own manifests: train_extra.jsonl, train_extra2.jsonl, ...): runs (i) and
+  # (j) train on train_more.jsonl, (k) on train_more2.jsonl, (l) on train_more3.jsonl (with fewer lists: all
+  # there are)
+  numbered() { if (($2 == 1)); then echo "$data/$1.jsonl"; else echo "$data/$1$2.jsonl"; fi; }
+  grep -E '"id": "(zh|en)_[0-9a-f]+_[01]"' "$data/train.jsonl" > "$data/train_more.part"
+  for ((i = 1; i <= (${#extras[@]} > 3 ? ${#extras[@]} : 3); i++)); do
+    ((i > ${#extras[@]})) || cat "$(numbered train_extra $i)" >> "$data/train_more.part"
+    cp "$data/train_more.part" "$(numbered train_more $i)"
   done
-  r01() { grep -E '"id": "(zh|en)_[0-9a-f]+_[01]"' "$data/train.jsonl"; }
-  { r01; [[ ${#extras[@]} -eq 0 ]] || cat "${extra_manifests[0]}"; } > "$data/train_more.jsonl"
-  { r01; [[ ${#extras[@]} -eq 0 ]] || cat "${extra_manifests[@]}"; } > "$data/train_more2.jsonl"
+  rm "$data/train_more.part"
 fi
 
 if run_stage 2; then
@@ -109,7 +112,7 @@ if run_stage 2; then
 fi
 
 if run_stage 3; then
-  # Eleven runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
+  # Twelve runs of `mooer train`: (a) everything from scratch with an auxiliary CTC loss on the encoder,
   # 3 epochs; (b) a continuation from (a)'s export with a fresh cosine schedule, 2 epochs; (c) a continuation
   # from (b) with guided attention (LLM head 1.0 pulled to the CTC forced alignment), asr-heavy task mix,
   # 8 epochs; (d) (c) resumed from its last checkpoint under a 16-epoch schedule (8 more epochs) with the
@@ -159,9 +162,14 @@ if run_stage 3; then
   # 1 epoch at 5e-4.
   timed ddp_train --config "$exp/stage3h/config.yaml" train.exp_dir="$exp/stage3i" \
     data.train="$data/train_more2.jsonl" model.init_from="$exp/stage3h/export/mooer" train.epochs=1 optim.lr=5.0e-4
+  # (l): a third list of 40,000 pairs with everything (k) saw (train_more3.jsonl): 3,000 steps at 5e-4, about
+  # three quarters of an epoch.
+  timed ddp_train --config "$exp/stage3i/config.yaml" train.exp_dir="$exp/stage3k" \
+    data.train="$data/train_more3.jsonl" model.init_from="$exp/stage3i/export/mooer" train.epochs=1 \
+    train.max_steps=3000 optim.lr=5.0e-4
 fi
 
-model=$exp/stage3i/export/mooer
+model=$exp/stage3k/export/mooer
 
 if run_stage 4; then
   # Held-out scoring. zh: CER (asr, asr_ast transcript), BLEU (ast, asr_ast translation); en: WER (asr).
@@ -195,11 +203,11 @@ if run_stage 5; then
 import json, sys
 path = sys.argv[1]
 config = json.load(open(path, encoding="utf-8"))
-config["source"] = {"recipe": "recipes/synthetic/run.sh stage 3: conf/demo.yaml from scratch, then ten "
-                              "continuations, the last nine with guided attention, the last seven with "
-                              "data augmentation, two on five renderings of every sentence, the last three "
-                              "adding 40,000 sentence pairs from other Debian catalogues, the last one "
-                              "40,000 more",
+config["source"] = {"recipe": "recipes/synthetic/run.sh stage 3: conf/demo.yaml from scratch, then eleven "
+                              "continuations, the last ten with guided attention, the last eight with "
+                              "data augmentation, two on five renderings of every sentence, the last four "
+                              "adding 40,000 sentence pairs from other Debian catalogues, the last two "
+                              "40,000 more, the last one a third 40,000",
                     "trained": {"encoder": "scratch", "adapter": "new", "llm": "scratch"}}
 open(path, "w", encoding="utf-8").write(json.dumps(config, ensure_ascii=False, indent=2) + "\n")
 PY
