@@ -23,22 +23,16 @@ from mooer.api import MooER
 from mooer.data.manifest import read_manifest
 from mooer.decoding import get_preset
 from mooer.evaluation.bleu import score_bleu
-from mooer.features import audio_tokens
-from mooer.prompting import MULTITASK_SEPARATOR, collate_tokens, pad_features
+from mooer.prompting import MULTITASK_SEPARATOR
 from mooer.tasks import split_multitask
 
 DATA = Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / "data"
 
 
-def translate_after(model: MooER, utterances, transcripts: list[str], preset: str) -> list[str]:
+def translate_after(model: MooER, features: list[torch.Tensor], transcripts: list[str], preset: str) -> list[str]:
     """The model's translation of each utterance after ``transcripts`` forced as its asr_ast transcript."""
-    features, lengths = pad_features([model.featurize_waveform(u.load_audio(), u.id) for u in utterances])
-    prompt = model.prompts.prompt_ids("asr_ast")
-    forced = [prompt + model.tokenizer.encode(t + MULTITASK_SEPARATOR, add_special_tokens=False) for t in transcripts]
-    tokens = collate_tokens([audio_tokens(int(n), model.downsample) for n in lengths], forced, model.prompts.pad_id)
-    with torch.inference_mode():
-        embeds = model.model.inputs_embeds(features, lengths, tokens)
-    rows = model.model.generate(embeds, tokens.attention_mask, get_preset(preset))
+    forced = [model.tokenizer.encode(t + MULTITASK_SEPARATOR, add_special_tokens=False) for t in transcripts]
+    rows = model.decode_batch(features, "asr_ast", get_preset(preset), forced=forced)
     return [model.text_of(row).strip() for row in rows]
 
 
@@ -57,13 +51,13 @@ def main() -> None:
     if not chosen:
         raise SystemExit(f"{args.manifest}: no zh utterance with a translation")
     refs = {u.id: u.translation for u in chosen}
-    own = {r.key: split_multitask(r.text)[1]
-           for r in model.transcribe([u.load_audio() for u in chosen], keys=[u.id for u in chosen], task="asr_ast",
-                                     batch_size=args.batch_size, decoding=args.preset)}
-    given = {}
+    own, given = {}, {}
     for i in range(0, len(chosen), args.batch_size):
         batch = chosen[i : i + args.batch_size]
-        given.update(zip((u.id for u in batch), translate_after(model, batch, [u.text for u in batch], args.preset)))
+        features = [model.featurize_waveform(u.load_audio(), u.id) for u in batch]
+        rows = model.decode_batch(features, "asr_ast", get_preset(args.preset))  # as `mooer transcribe` does
+        own.update((u.id, split_multitask(model.text_of(row))[1]) for u, row in zip(batch, rows))
+        given.update(zip((u.id for u in batch), translate_after(model, features, [u.text for u in batch], args.preset)))
     print(f"{len(chosen)} zh utterances of {args.manifest}, preset {args.preset}\n")
     print("| transcript before the translation | BLEU | chrF |\n|---|---|---|")
     for name, hyps in (("the model's own (asr_ast)", own), ("the reference (forced)", given)):

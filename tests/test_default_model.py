@@ -45,7 +45,6 @@ def test_readme_main_command_prints_the_samples_transcripts():
         assert out.stdout.strip() == row["text"], name
 
 
-
 def test_forcing_the_transcript_gives_the_translation_asr_ast_writes_after_it():
     """benchmarks/translation_given_transcript.py feeds a transcript as if the model had written it. The
     zh sample's asr_ast transcript is the reference, so forcing the reference must continue exactly as
@@ -54,7 +53,6 @@ def test_forcing_the_transcript_gives_the_translation_asr_ast_writes_after_it():
     from pathlib import Path
 
     from mooer.api import MooER
-    from mooer.data.manifest import Utterance
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "translation_given_transcript.py"
     spec = importlib.util.spec_from_file_location("translation_given_transcript", script)
@@ -65,6 +63,6 @@ def test_forcing_the_transcript_gives_the_translation_asr_ast_writes_after_it():
     reference = samples()["sample_zh.wav"]["text"]
     [written] = model.transcribe([sample_path("sample_zh.wav")], task="asr_ast", decoding="greedy")
     assert written.asr == reference and written.ast
-    utt = Utterance(id="sample_zh", audio=str(sample_path("sample_zh.wav")), text=reference, duration=0.0)
-    assert bench.translate_after(model, [utt], [reference], "greedy") == [written.ast]
-    assert bench.translate_after(model, [utt], ["文件已保存"], "greedy") != [written.ast]
+    features = [model.featurize(sample_path("sample_zh.wav"))[0]]
+    assert bench.translate_after(model, features, [reference], "greedy") == [written.ast]
+    assert bench.translate_after(model, features, ["文件已保存"], "greedy") != [written.ast]

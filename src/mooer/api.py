@@ -144,20 +144,26 @@ class MooER:
 
     def decode_batch(
         self, features: Sequence[torch.Tensor], task: str, options: DecodingOptions,
-        max_new_tokens: int | None = None, streamer=None,
+        max_new_tokens: int | None = None, streamer=None, *, forced: Sequence[Sequence[int]] | None = None,
     ) -> list[list[int]]:
-        """One model call: pad, encode, splice, generate. Returns generated ids per row."""
+        """One model call: pad, encode, splice, generate. Returns generated ids per row.
+
+        ``forced``: per row, token ids fed after the prompt as if the model had written them (e.g. a
+        reference transcript and the asr_ast separator); generation continues from there and returns only
+        the new ids. The CTC head cannot score a forced start, so joint decoding is off then.
+        """
         feats, lengths = pad_features(list(features))
         audio_len = [audio_tokens(int(n), self.downsample) for n in lengths]
         prompt = self.prompts.prompt_ids(task)
-        tokens = collate_tokens(audio_len, [prompt] * len(audio_len), self.prompts.pad_id).to(self.device)
+        prompts = [prompt] * len(audio_len) if forced is None else [prompt + list(ids) for ids in forced]
+        tokens = collate_tokens(audio_len, prompts, self.prompts.pad_id).to(self.device)
         net = self.model
         with torch.inference_mode():
             states = net.encoder(feats.to(self.device, net.dtype), lengths.to(self.device))
             embeds = net.embed(tokens, net.adapter(states))
             processors = []
             weight = self.ctc_weight(options)
-            if weight > 0 and task != "ast":  # ast writes no transcript for the CTC head to score
+            if weight > 0 and task != "ast" and forced is None:  # ast writes no transcript for the CTC head
                 stop = self._separator_ids if task == "asr_ast" else set()
                 processors.append(CTCPrefixScorer(net.ctc_log_probs(states), lengths, weight, options.num_beams,
                                                   end_ids={net.eos_id}, stop_ids=stop,
