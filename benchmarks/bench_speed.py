@@ -69,7 +69,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mooer.features import Cmvn, FeatureExtractor, audio_tokens  # noqa: E402
-from mooer.speed import batched_padding_fraction, peak_memory_mb, quantize_llm  # noqa: E402
+from mooer.inference.speed import batched_padding_fraction, peak_memory_mb, quantize_llm  # noqa: E402
 
 FIXTURES = Path(os.environ.get("MOOER_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 SR = 16000
@@ -469,7 +469,7 @@ def bench_options(pipe, base, seconds, new_tokens, sizes, repeats, tmp: Path, de
     """Each option against its default (interleaved repeats): int8 (CPU) and eager attention on greedy,
     the shared beam prefill (on by default) against HF's per-beam prefill on the official preset."""
     from mooer.decoding import get_preset
-    from mooer.speed import disable_shared_prefill, enable_shared_prefill
+    from mooer.inference.speed import disable_shared_prefill, enable_shared_prefill
 
     waves = make_waves(base, [seconds] * max(sizes))
     paths = write_wavs(waves, tmp, "opt") if pipe.mooer is not None else None
@@ -640,7 +640,7 @@ def bench_demo(args, tmp: Path) -> dict | None:
         return {"note": "skipped: no audio decoders (soundfile/PyAV) on this machine"}
     from mooer.api import MooER
     from mooer.decoding import get_preset
-    from mooer.speed import disable_shared_prefill, enable_shared_prefill
+    from mooer.inference.speed import disable_shared_prefill, enable_shared_prefill
 
     out = {"note": str(path)}
     model = MooER.from_pretrained(path, device=args.device)
@@ -741,7 +741,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-sizes", help="comma-separated batch sizes (default 1,2,4,8,16,32; quick 1,4,16)")
     ap.add_argument("--presets", default="greedy,official", help="presets of the batch table")
     ap.add_argument("--compile", action="store_true",
-                    help="apply mooer.speed.compile_model (CUDA: static KV cache + torch.compile) to the random model")
+                    help="apply mooer.inference.speed.compile_model (CUDA: static KV cache + torch.compile) to the random model")
     ap.add_argument("--from-json", metavar="FILE", help="only re-render the report from a --json file")
     ap.add_argument("--only", help="comma-separated sections: frontend,encoder,decode,batches,padding,"
                                    "realistic,options,workers,fixtures,demo")
@@ -791,7 +791,7 @@ def main(argv=None) -> int:
     R["model"] = minfo
     R["memory"]["model_built_mb"] = peak_memory_mb(args.device)
     if args.compile:
-        from mooer.speed import compile_model
+        from mooer.inference.speed import compile_model
 
         R["compile"] = compile_model(pipe.net) or "not applied (CPU)"
         log(f"compile: {R['compile']}")
@@ -967,14 +967,14 @@ NOTES = """
   (compressed formats, network disks): the frontend runs at hundreds to thousands × real time, against an
   RTF of the order of 0.1–1 for the model on a CPU. On a busy 2-core machine, 2 threads were not faster.
 - **Length-sorted batches** (always on): padding falls from ≈40 % to ≈1–2 % of encoder frames at batch 16
-  on 2–20 s utterances. `MooER.last_stats` (a `mooer.speed.TranscribeStats`) reports the padding of
+  on 2–20 s utterances. `MooER.last_stats` (a `mooer.inference.speed.TranscribeStats`) reports the padding of
   encoder frames and LLM positions, timings and RTF of every call, also as an INFO log line.
 - **Merged LoRA** (at load), **KV cache** (HF forces `use_cache=True` for `inputs_embeds` generation) and
   **SDPA** attention (transformers 5's default; `attn_implementation=` in `MooER.from_pretrained` switches)
   were verified; eager attention gives the same ids on the fixtures and is not faster.
 - **Shared beam prefill** (new, on by default, exact): HF beam search copies each input row `num_beams`
   times *before* the prefill, so the official preset computed the audio + prompt prefill 4 times.
-  `mooer.speed.enable_shared_prefill` runs it once per utterance and passes HF the KV cache repeated per
+  `mooer.inference.speed.enable_shared_prefill` runs it once per utterance and passes HF the KV cache repeated per
   beam. All official-preset fixture runs (single, batched, raw batch tensors) stay identical.
 - **Prefix caching across utterances does not apply**: the audio comes *before* the chat prompt, so
   utterances share no token prefix; only the prompt's ids/embedding lookup could be shared (trivial, ids
@@ -989,9 +989,9 @@ NOTES = """
   once per token (4× fewer bytes).
 - **Threads**: on a shared CPU, torch's OpenMP threads can be much slower than one thread (see the probe in
   the hardware section). For throughput on a many-core CPU, prefer several processes with one or a few
-  threads each (`torchrun --nproc_per_node N -m mooer.cli transcribe ...`, see `mooer.parallel`).
+  threads each (`torchrun --nproc_per_node N -m mooer.cli transcribe ...`, see `mooer.inference.sharded`).
 - **CUDA**: bf16 is the default there (not exact against the fp32 fixtures). `--compile`
-  (`mooer.speed.compile_model`) adds a static KV cache, with which transformers compiles the decoding step,
+  (`mooer.inference.speed.compile_model`) adds a static KV cache, with which transformers compiles the decoding step,
   and `torch.compile` of the encoder; guarded (a no-op with a warning on CPU) and not yet measured on a GPU:
   `benchmarks/gpu_check.sh` is the prepared one-command check for a session that is lent one.
 """

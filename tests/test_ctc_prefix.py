@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mooer.decoding import DecodingOptions
-from mooer.models.ctc_prefix import CTCPrefixScorer
+from mooer.inference.ctc_prefix import CTCPrefixScorer
 
 BLANK = 3  # classes 0, 1, 2 and blank
 EOS = 7  # an LLM token outside the CTC classes

@@ -389,7 +389,8 @@ def test_shards_pack_and_read_back(tmp_path, corpus) -> None:
 
 @pytest.mark.parametrize("world_size,num_workers", [(2, 1), (3, 1), (2, 2)])
 def test_streaming_reader_splits_by_utterance_count(tmp_path, world_size, num_workers) -> None:
-    from mooer.data.shards import ShardWriter, iter_shard_list
+    from mooer.data.shard_writer import ShardWriter
+    from mooer.data.shards import iter_shard_list
 
     write_wav(tmp_path / "x.wav", 0.2)
     with ShardWriter(tmp_path / "s", utts_per_shard=4) as writer:  # shards of 4, 4 and 3 utterances

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mooer.guards import (
+from mooer.inference.guards import (
     RepetitionGuard,
     check_output,
     compression_ratio,

@@ -7,8 +7,8 @@ import pytest
 
 from fixtures_path import AUDIO
 from mooer.audio import load_audio
-from mooer.longform import LongFormOptions, join_texts
-from mooer.vad import VadOptions
+from mooer.inference.longform import LongFormOptions, join_texts
+from mooer.inference.vad import VadOptions
 
 CLIPS = ("zh1", "en1", "zh2", "demo")
 
@@ -46,8 +46,8 @@ def test_long_input_is_segmented_decoded_and_stitched(tiny_model, long_recording
     assert starts == sorted(starts)
     # each segment's text is what decoding that segment alone gives (greedy, the length-derived budget)
     from mooer.decoding import PRESETS
-    from mooer.guards import max_new_tokens_for
-    from mooer.vad import segment_speech
+    from mooer.inference.guards import max_new_tokens_for
+    from mooer.inference.vad import segment_speech
 
     seg = segment_speech(wave, opts.vad)[1]
     alone = tiny_model.transcribe(wave[seg.slice()], task="asr", long_form=False,
@@ -67,7 +67,7 @@ def test_forced_repetition_triggers_the_guard(tiny_model):
     res = tiny_model.transcribe(AUDIO / "zh2.wav", task="asr", decoding="greedy",
                                 long_form=LongFormOptions(enabled=True))[0]
     assert any("guard" in n and "retried" in n for n in res.notes), res.notes
-    from mooer.guards import find_loop, text_units
+    from mooer.inference.guards import find_loop, text_units
 
     assert find_loop(text_units(res.text)) is None  # the stitched text no longer loops
 

@@ -1,4 +1,4 @@
-"""Sharded, resumable decoding (``mooer.parallel``): 2 CPU processes under torchrun equal one process."""
+"""Sharded, resumable decoding (``mooer.inference.sharded``): 2 CPU processes under torchrun equal one process."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 
 from fixtures_path import AUDIO, CLIPS, OFFICIAL_TINY
 from mooer.decoding import Result
-from mooer.parallel import DistInfo, dist_info, rank_file, read_records, run_sharded, shard
+from mooer.distributed import DistInfo, dist_info, shard
+from mooer.inference.sharded import rank_file, read_records, run_sharded
 
 # greedy, short outputs: the point is the bookkeeping, not the decoding
 DECODE = ["--model", str(OFFICIAL_TINY), "--device", "cpu", "--task", "ast", "--preset", "greedy",

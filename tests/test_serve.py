@@ -32,7 +32,7 @@ from mooer.api import MooER
 from mooer.decoding import PRESETS
 from mooer.serving import ServeSettings, create_app
 from mooer.serving.batcher import MicroBatcher, ServerBusy
-from mooer.subtitles import to_srt, to_vtt
+from mooer.output.subtitles import to_srt, to_vtt
 
 KEY = "test-key-123"
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # openai: translations
@@ -553,7 +553,7 @@ def test_settings_validation():
 def test_long_upload_is_segmented_and_timed(model):
     """An upload over 30 s is cut by the VAD; each segment is a batcher job; subtitles follow the pieces."""
     from mooer.audio import load_audio
-    from mooer.longform import LongFormOptions
+    from mooer.inference.longform import LongFormOptions
 
     rng = np.random.default_rng(1)
     parts = []

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fixtures_path import AUDIO, OFFICIAL_TINY
-from mooer.speed import PaddingStats, batched_padding_fraction, compile_model, quantize_llm
+from mooer.inference.speed import PaddingStats, batched_padding_fraction, compile_model, quantize_llm
 
 BATCH = ("demo", "zh1", "zh2", "en1")  # the reference batch of the fixtures (T6 = 110, 51, 76, 52)
 PATHS = [str(AUDIO / f"{c}.wav") for c in BATCH]
@@ -138,7 +138,7 @@ def test_cli_quantize_flag(capsys):
 def test_shared_beam_prefill_is_exact(tiny_model, ref_json, batch_size):
     """On by default: one prefill per utterance instead of per beam; official ids unchanged, and the same
     as HF's own path with the option switched off."""
-    from mooer.speed import disable_shared_prefill, enable_shared_prefill
+    from mooer.inference.speed import disable_shared_prefill, enable_shared_prefill
 
     assert tiny_model.model.llm._mooer_shared_prefill
     results = tiny_model.transcribe(PATHS, task="ast", batch_size=batch_size, decoding="official")

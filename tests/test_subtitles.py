@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mooer.subtitles import format_timestamp, segments_from_result, to_srt, to_vtt, write_subtitles
+from mooer.output.subtitles import format_timestamp, segments_from_result, to_srt, to_vtt, write_subtitles
 
 SEGMENTS = [
     {"start": 0.0, "end": 2.5, "text": "你好世界"},

@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 
 from mooer.errors import ConfigError
-from mooer.vad import (
+from mooer.inference.vad import (
     FRAME_SECONDS,
     FrameScores,
     Segment,
@@ -366,7 +366,7 @@ _PROBE = """
 import json, resource, sys, time
 import torch
 torch.set_num_threads(2)
-from mooer.vad import iter_segment_audio, segment_speech
+from mooer.inference.vad import iter_segment_audio, segment_speech
 t0 = time.perf_counter()
 segments = segment_speech(sys.argv[1])
 vad_s = time.perf_counter() - t0

@@ -22,19 +22,19 @@ from mooer.checkpoint import Loaded, load_checkpoint, save_native
 from mooer.decoding import DEFAULT_CTC_WEIGHT, DecodingOptions, Result, get_preset
 from mooer.errors import AudioError, ConfigError, MooerError
 from mooer.features import FeatureExtractor, audio_tokens
-from mooer.models.ctc_prefix import CTCPrefixScorer
+from mooer.inference.ctc_prefix import CTCPrefixScorer
 from mooer.prompting import MULTITASK_SEPARATOR, PromptBuilder, collate_tokens, pad_features, split_multitask
-from mooer.speed import TranscribeStats, default_workers, enable_shared_prefill
+from mooer.inference.speed import TranscribeStats, default_workers, enable_shared_prefill
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mooer.longform import LongFormOptions
+    from mooer.inference.longform import LongFormOptions
 
 AudioInput = Any  # a path, bytes, a file-like object, or a 16 kHz float waveform (np.ndarray / torch.Tensor)
 
 
 @dataclass
 class _LongInput:
-    """An input long enough for VAD segmentation (decoded by :mod:`mooer.longform`)."""
+    """An input long enough for VAD segmentation (decoded by :mod:`mooer.inference.longform`)."""
 
     index: int
     key: str
@@ -97,7 +97,7 @@ class MooER:
 
         ``device``/``dtype`` default to CUDA + bfloat16 when a GPU is present, else CPU + float32.
         ``attn_implementation`` is the LLM's attention kernel (None = the transformers default, ``"sdpa"``).
-        Speed options (see :mod:`mooer.speed`): ``quantize="int8"`` (CPU, not exact) and ``compile=True``
+        Speed options (see :mod:`mooer.inference.speed`): ``quantize="int8"`` (CPU, not exact) and ``compile=True``
         (CUDA: static KV cache + torch.compile, not exact).
         """
         if path is None:
@@ -107,11 +107,11 @@ class MooER:
         model = cls(load_checkpoint(path, variant=variant, llm=llm, device=device, dtype=dtype,
                                     attn_implementation=attn_implementation))
         if quantize:
-            from mooer.speed import quantize_llm
+            from mooer.inference.speed import quantize_llm
 
             quantize_llm(model, quantize)
         if compile:
-            from mooer.speed import compile_model
+            from mooer.inference.speed import compile_model
 
             compile_model(model)
         return model
@@ -220,12 +220,12 @@ class MooER:
         results (and with the inputs that failed) as soon as they are ready, for incremental output. Padding
         and timing of the call are in :attr:`last_stats`.
 
-        ``long_form`` (:class:`~mooer.longform.LongFormOptions`; ``True``/``False`` force it on/off): inputs
+        ``long_form`` (:class:`~mooer.inference.longform.LongFormOptions`; ``True``/``False`` force it on/off): inputs
         longer than ``vad.max_segment_s`` (30 s) are cut with the VAD, decoded segment by segment with
         repetition guards, and stitched; their results carry ``segments``. Shorter inputs are decoded whole,
         exactly as the official implementation does.
         """
-        from mooer.longform import LongFormOptions, transcribe_long
+        from mooer.inference.longform import LongFormOptions, transcribe_long
 
         single = isinstance(inputs, (str, os.PathLike, bytes, np.ndarray, torch.Tensor)) or hasattr(inputs, "read")
         items = [inputs] if single else list(inputs)

@@ -313,7 +313,7 @@ def load_native(root: Path, device, dtype, attn_implementation: str | None = Non
     adapter = LinearAdapter(AdapterConfig(**config["adapter"]))
     groups = {"encoder.": {}, "adapter.": {}, "cmvn.": {}}
     ctc_classes = (config.get("ctc_head") or {}).get("classes")
-    if ctc_classes:  # an encoder CTC head, for joint CTC/attention decoding (mooer.models.ctc_prefix)
+    if ctc_classes:  # an encoder CTC head, for joint CTC/attention decoding (mooer.inference.ctc_prefix)
         groups["ctc_head."] = {}
     for key, value in state.items():
         prefix = next((p for p in groups if key.startswith(p)), None)

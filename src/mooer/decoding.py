@@ -20,7 +20,7 @@ class DecodingOptions:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
-    #: joint CTC/attention decoding (:mod:`mooer.models.ctc_prefix`): weight of the CTC prefix score of the
+    #: joint CTC/attention decoding (:mod:`mooer.inference.ctc_prefix`): weight of the CTC prefix score of the
     #: encoder's CTC head in the transcript (``asr``, transcript part of ``asr_ast``; ``ast`` is LLM-only).
     #: None = :data:`DEFAULT_CTC_WEIGHT` for models that carry a CTC head, 0 (LLM only) for the others —
     #: the official checkpoints have none, so their decoding is unchanged.

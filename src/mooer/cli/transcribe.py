@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         print("mooer: error: no input; give audio files, a directory, or --scp FILE", file=sys.stderr)
         return 2
-    from mooer.parallel import dist_info
+    from mooer.distributed import dist_info
 
     info = dist_info()  # set by torchrun: each rank decodes a shard, rank 0 merges
     sharded = info.distributed or args.resume
@@ -164,17 +164,17 @@ def run(args: argparse.Namespace) -> int:
             args.device = f"cuda:{info.local_rank}"
     model = load_model(args)
     if args.quantize:
-        from mooer.speed import quantize_llm
+        from mooer.inference.speed import quantize_llm
 
         quantize_llm(model, args.quantize)
     if args.compile:
-        from mooer.speed import compile_model
+        from mooer.inference.speed import compile_model
 
         compile_model(model)
     task = args.fixed_task or getattr(args, "task", None)
     progress = len(paths) > 1 and info.rank == 0
     if sharded:
-        from mooer.parallel import run_sharded
+        from mooer.inference.sharded import run_sharded
 
         results = run_sharded(model, paths, keys, args.output, resume=args.resume, info=info,
                               keyed_output=args.format != "text",
@@ -202,8 +202,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def long_form_options(args: argparse.Namespace):
-    from mooer.longform import LongFormOptions
-    from mooer.vad import VadOptions
+    from mooer.inference.longform import LongFormOptions
+    from mooer.inference.vad import VadOptions
 
     enabled = {"auto": None, "on": True, "off": False}[args.long_form]
     opts = LongFormOptions(enabled=enabled, vad=VadOptions(max_segment_s=args.max_segment_seconds))
@@ -214,7 +214,7 @@ def long_form_options(args: argparse.Namespace):
 
 def write_subtitle_files(results, fmt: str, output: str | None, several: bool) -> None:
     """One SRT/WebVTT document per successful result: stdout, the --output file, or DIR/<key>.<fmt>."""
-    from mooer.subtitles import segments_from_result, to_srt, to_vtt
+    from mooer.output.subtitles import segments_from_result, to_srt, to_vtt
 
     render = to_srt if fmt == "srt" else to_vtt
     for r in results:

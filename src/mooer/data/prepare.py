@@ -26,7 +26,8 @@ from tqdm import tqdm
 from mooer.audio import audio_info
 from mooer.errors import AudioError
 from mooer.data.manifest import Utterance
-from mooer.data.shards import ShardError, ShardWriter, index_shard, open_member, read_member, read_shard_list
+from mooer.data.shard_writer import ShardWriter
+from mooer.data.shards import ShardError, index_shard, open_member, read_member, read_shard_list
 
 __all__ = ["PrepareResult", "target_text", "read_key_text", "prepare_kaldi", "prepare_shards", "pack"]
 

@@ -65,8 +65,8 @@ from mooer.errors import AudioError
 from mooer.prompting import split_multitask
 from mooer.serving.batcher import MicroBatcher, ServerBusy, TokenStreamer
 from mooer.serving.settings import ServeSettings
-from mooer.longform import LongFormOptions, transcribe_long
-from mooer.subtitles import segments_from_result, to_srt, to_vtt
+from mooer.inference.longform import LongFormOptions, transcribe_long
+from mooer.output.subtitles import segments_from_result, to_srt, to_vtt
 
 log = logging.getLogger("mooer.serving")
 
@@ -197,7 +197,7 @@ class _Guard:
 @dataclass
 class _Upload:
     name: str
-    features: torch.Tensor | None  # None: a long upload, decoded segment by segment (mooer.longform)
+    features: torch.Tensor | None  # None: a long upload, decoded segment by segment (mooer.inference.longform)
     duration: float
     data: bytes | None = None
 

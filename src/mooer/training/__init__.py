@@ -7,7 +7,7 @@ Entry points: ``mooer train --config FILE [key=value ...]`` (:mod:`mooer.cli.tra
 
 Modules: :mod:`~mooer.training.config` (the config tree), :mod:`~mooer.training.model` (building the model
 to train), :mod:`~mooer.training.schedule` (LR schedules), :mod:`~mooer.training.engines` (single / DDP /
-DeepSpeed), :mod:`~mooer.training.checkpointing` (resume), :mod:`~mooer.training.trainer` (the loop),
+DeepSpeed), :mod:`~mooer.training.resume` (resume), :mod:`~mooer.training.trainer` (the loop),
 :mod:`~mooer.training.export` (official layout and mooer format).
 """
 

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mooer.errors import ConfigError
-from mooer.parallel import DistInfo
+from mooer.distributed import DistInfo
 from mooer.training.config import Config
 from mooer.training.schedule import build_scheduler
 

@@ -204,7 +204,7 @@ def export_from_checkpoint(cfg: Config, checkpoint: str | Path | None = None,
     DeepSpeed's zero_to_fp32 logic), on one process.
     """
     from mooer.errors import CheckpointError, ConfigError
-    from mooer.training.checkpointing import latest_checkpoint
+    from mooer.training.resume import latest_checkpoint
     from mooer.training.model import build_model
 
     exp_dir = Path(cfg.train.exp_dir)

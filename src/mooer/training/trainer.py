@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from mooer.errors import ConfigError
 from mooer.features import Cmvn, FeatureExtractor
 from mooer.prompting import IGNORE_INDEX, PromptBuilder
-from mooer.training.checkpointing import (
+from mooer.training.resume import (
     TrainState,
     latest_checkpoint,
     list_checkpoints,
@@ -43,7 +43,7 @@ from mooer.training.checkpointing import (
     save_checkpoint,
 )
 from mooer.training.config import Config
-from mooer.parallel import DistInfo, dist_info
+from mooer.distributed import DistInfo, dist_info
 from mooer.training.engines import (
     Engine,
     create_engine,

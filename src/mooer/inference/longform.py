@@ -1,14 +1,14 @@
 """Long recordings: VAD segments decoded in length-sorted batches, stitched in time order, with guards.
 
 MooER was trained on utterances of at most 20 s and degrades beyond 30 s. An input longer than
-``VadOptions.max_segment_s`` is therefore cut by :func:`mooer.vad.segment_speech` (streaming: a 2-hour file
+``VadOptions.max_segment_s`` is therefore cut by :func:`mooer.inference.vad.segment_speech` (streaming: a 2-hour file
 is never held as one array nor as one feature matrix), each segment is decoded like a short input, and the
 texts are joined in time order. ``Result.segments`` keeps ``{start, end, text}`` per segment (seconds).
 
-Segments get a generation budget derived from their length (:func:`mooer.guards.max_new_tokens_for`), so an
+Segments get a generation budget derived from their length (:func:`mooer.inference.guards.max_new_tokens_for`), so an
 output that never ends is cut early, and a long multitask segment is not truncated by a fixed 200. A
 degenerate output (n-gram loop, high compression ratio, length out of proportion to the audio) is decoded
-once more with a stricter setting (:func:`mooer.guards.stricter_decoding`); if it still loops, the looping
+once more with a stricter setting (:func:`mooer.inference.guards.stricter_decoding`); if it still loops, the looping
 tail is cut. Each decision is recorded in ``Result.notes``.
 """
 
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from mooer.decoding import DecodingOptions, Result
 from mooer.errors import AudioError
-from mooer.guards import RepetitionGuard, check_output, max_new_tokens_for, stricter_decoding, truncate_repetition
+from mooer.inference.guards import RepetitionGuard, check_output, max_new_tokens_for, stricter_decoding, truncate_repetition
 from mooer.tasks import split_multitask
-from mooer.vad import Segment, VadOptions, iter_segment_audio, segment_speech
+from mooer.inference.vad import Segment, VadOptions, iter_segment_audio, segment_speech
 
 if TYPE_CHECKING:  # pragma: no cover
     from mooer.api import MooER

@@ -44,7 +44,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
+from mooer.errors import ConfigError
 
 __all__ = [
     "SAMPLE_RATE",
@@ -322,7 +322,7 @@ def _as_waveform(source: Any) -> np.ndarray | None:
         type(source).__module__.startswith("torch") and hasattr(source, "detach")
     ):
         return None
-    from .audio import load_audio
+    from mooer.audio import load_audio
 
     return load_audio(source, sample_rate=SAMPLE_RATE)
 
@@ -334,7 +334,7 @@ def _iter_chunks(source: Any, chunk_seconds: float) -> Iterator[np.ndarray]:
         for i in range(0, len(wav), step):
             yield wav[i : i + step]
         return
-    from .audio import iter_audio_chunks
+    from mooer.audio import iter_audio_chunks
 
     for chunk in iter_audio_chunks(source, chunk_seconds, sample_rate=SAMPLE_RATE):
         yield np.asarray(chunk, dtype=np.float32).reshape(-1)

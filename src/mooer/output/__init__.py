@@ -1,0 +1,1 @@
+"""Result files: text / tsv / jsonl (``formats``) and subtitles (``subtitles``)."""
