@@ -60,7 +60,7 @@ def main() -> None:
         f"dynamic ({args.batch_size * mean:.1f} s)": DynamicBucketSampler(durations, max_seconds=args.batch_size * mean,
                                                                          seed=0),
     }
-    model = mooer.model.train()
+    model = mooer.network.train()
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     stats = {name: {"times": [], "utts": 0, "secs": 0.0, "frames_pad": [], "tokens_pad": [], "batches": 0}
              for name in samplers}

@@ -69,7 +69,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mooer.features import Cmvn, FeatureExtractor, audio_tokens  # noqa: E402
-from mooer.inference.speed import batched_padding_fraction, peak_memory_mb, quantize_llm  # noqa: E402
+from mooer.inference.speed import peak_memory_mb, quantize_llm  # noqa: E402
+from mooer.inference.stats import batched_padding_fraction  # noqa: E402
 
 FIXTURES = Path(os.environ.get("MOOER_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 SR = 16000
@@ -229,7 +230,7 @@ def build_random_mooer(device: str, llm_size: str, vocab: int | None, seed: int 
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from mooer.models.adapter import AdapterConfig, LinearAdapter
-    from mooer.models.mooer import MooERModel
+    from mooer.models.mooer import MooERNetwork
     from mooer.models.sanm import SANMEncoder, SANMEncoderConfig
     from mooer.prompting import OFFICIAL_PROMPTS
 
@@ -249,7 +250,7 @@ def build_random_mooer(device: str, llm_size: str, vocab: int | None, seed: int 
         adapter = LinearAdapter(AdapterConfig(encoder_dim=512, llm_dim=shape["hidden_size"], downsample_rate=2,
                                               hidden_dim=2048)).to(dtype)
     llm.eval()
-    net = MooERModel(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id).eval()
+    net = MooERNetwork(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id).eval()
     cmvn = load_cmvn()
     info = {"llm": llm_size, "vocab": shape["vocab_size"], "dtype": str(dtype).replace("torch.", ""),
             "tokenizer": tok_note, "params_llm": sum(p.numel() for p in llm.parameters()),
@@ -502,7 +503,7 @@ def bench_options(pipe, base, seconds, new_tokens, sizes, repeats, tmp: Path, de
     if torch.device(device).type == "cpu":
         q = copy.deepcopy(pipe)
         if q.mooer is not None:
-            q.mooer.model = q.net
+            q.mooer.network = q.net
         quantize_llm(q.net)
         variants["int8 dynamic (LLM linears)"] = (q, "greedy", nothing, default)
     variants["eager attention (LLM)"] = (pipe, "greedy", eager, default)
@@ -675,11 +676,11 @@ def bench_demo(args, tmp: Path) -> dict | None:
 
     @contextlib.contextmanager
     def eager():
-        model.model.llm.set_attn_implementation("eager")
+        model.network.llm.set_attn_implementation("eager")
         try:
             yield
         finally:
-            model.model.llm.set_attn_implementation("sdpa")
+            model.network.llm.set_attn_implementation("sdpa")
 
     @contextlib.contextmanager
     def per_beam():
@@ -967,7 +968,7 @@ NOTES = """
   (compressed formats, network disks): the frontend runs at hundreds to thousands × real time, against an
   RTF of the order of 0.1–1 for the model on a CPU. On a busy 2-core machine, 2 threads were not faster.
 - **Length-sorted batches** (always on): padding falls from ≈40 % to ≈1–2 % of encoder frames at batch 16
-  on 2–20 s utterances. `MooER.last_stats` (a `mooer.inference.speed.TranscribeStats`) reports the padding of
+  on 2–20 s utterances. `MooER.last_stats` (a `mooer.inference.stats.TranscribeStats`) reports the padding of
   encoder frames and LLM positions, timings and RTF of every call, also as an INFO log line.
 - **Merged LoRA** (at load), **KV cache** (HF forces `use_cache=True` for `inputs_embeds` generation) and
   **SDPA** attention (transformers 5's default; `attn_implementation=` in `MooER.from_pretrained` switches)

@@ -25,7 +25,7 @@ DATA = Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / "data"
 
 def ctc_greedy(model: MooER, utterance) -> str:
     features = model.featurize_waveform(utterance.load_audio(), utterance.id)
-    net = model.model
+    net = model.network
     with torch.no_grad():
         states = net.encoder(features[None].to(net.dtype), torch.tensor([features.shape[0]]))
         best = net.ctc_log_probs(states)[0].argmax(-1)
@@ -44,7 +44,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = MooER.from_pretrained(args.model, device="cpu")
-    if model.model.ctc_head is None:
+    if model.network.ctc_head is None:
         raise SystemExit(f"{args.model or 'the bundled model'} has no CTC head")
     print("| manifest | zh CER | en WER |\n|---|---|---|")
     for manifest in args.manifests:

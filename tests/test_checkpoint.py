@@ -117,7 +117,7 @@ def test_lora_configs_are_read_not_assumed(tmp_path, r, alpha, targets, style):
 def test_downsample_rate_inferred(tmp_path):
     root = make_official_checkpoint(tmp_path / "ck", downsample=3)
     model = MooER.from_pretrained(root, device="cpu")
-    assert model.downsample == 3
+    assert model.network.adapter.k == 3
     res = model.transcribe(AUDIO / "zh1.wav", task="asr", decoding="greedy")[0]
     assert res.error is None and res.token_ids
 
@@ -146,7 +146,7 @@ def test_own_format_round_trip_is_lossless(tiny_model, tmp_path, ref_json):
     out = tiny_model.save_pretrained(tmp_path / "native")
     assert json.loads((out / "config.json").read_text())["mooer_format"] == 1
     again = MooER.from_pretrained(out, device="cpu")
-    a, b = tiny_model.model.state_dict(), again.model.state_dict()
+    a, b = tiny_model.network.state_dict(), again.network.state_dict()
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k

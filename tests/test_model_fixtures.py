@@ -27,14 +27,14 @@ def close(a, b, atol):
 def test_encoder_from_reference_features(tiny_model, ref_tensors, clip):
     feats = ref_tensors[f"{clip}/feats"]
     with torch.no_grad():
-        out = tiny_model.model.encoder(feats[None], torch.tensor([feats.shape[0]]))[0]
+        out = tiny_model.network.encoder(feats[None], torch.tensor([feats.shape[0]]))[0]
     close(out, ref_tensors[f"{clip}/encoder_out"], 1e-5)  # 1e-5 also catches a wrong LayerNorm eps
 
 
 @pytest.mark.parametrize("clip", CLIPS)
 def test_adapter_from_reference_encoder_out(tiny_model, ref_tensors, clip):
     with torch.no_grad():
-        out = tiny_model.model.adapter(ref_tensors[f"{clip}/encoder_out"][None])[0]
+        out = tiny_model.network.adapter(ref_tensors[f"{clip}/encoder_out"][None])[0]
     close(out, ref_tensors[f"{clip}/adapter_out"], 1e-5)
 
 
@@ -44,9 +44,9 @@ def test_end_to_end_embeddings(tiny_model, ref_tensors, ref_json, clip):
     close(feats, ref_tensors[f"{clip}/feats"], 1e-3)
     lengths = torch.tensor([feats.shape[0]])
     with torch.no_grad():
-        enc = tiny_model.model.encoder(feats[None], lengths)[0]
+        enc = tiny_model.network.encoder(feats[None], lengths)[0]
         close(enc, ref_tensors[f"{clip}/encoder_out"], 5e-4)
-        adapter_out = tiny_model.model.adapter(enc[None])[0]
+        adapter_out = tiny_model.network.adapter(enc[None])[0]
         close(adapter_out, ref_tensors[f"{clip}/adapter_out"], 1e-4)
     assert adapter_out.shape[0] == ref_json["clips"][clip]["L"]
     for task in TASKS:
@@ -57,7 +57,7 @@ def test_end_to_end_embeddings(tiny_model, ref_tensors, ref_json, clip):
         assert torch.equal(tokens.modality_mask[0], ref_tensors[f"{clip}/{task}/modality_mask"])
         assert torch.equal(tokens.attention_mask[0], ref_tensors[f"{clip}/{task}/attention_mask"])
         with torch.no_grad():
-            embeds = tiny_model.model.embed(tokens, adapter_out[None])[0]
+            embeds = tiny_model.network.embed(tokens, adapter_out[None])[0]
         ref = ref_tensors[f"{clip}/{task}/inputs_embeds"]
         close(embeds, ref, 1e-4)
         L = adapter_out.shape[0]
@@ -65,7 +65,7 @@ def test_end_to_end_embeddings(tiny_model, ref_tensors, ref_json, clip):
 
 
 def test_merged_lora_weights(tiny_model, ref_tensors):
-    llm = tiny_model.model.llm
+    llm = tiny_model.network.llm
     for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"):
         close(llm.get_parameter(name), ref_tensors[f"merged/{name}"], 1e-6)
     info = tiny_model.loaded.info["lora"]
@@ -78,10 +78,10 @@ def test_first_logits_and_generation_from_reference_embeds(tiny_model, ref_tenso
     embeds = ref_tensors[f"{clip}/{task}/inputs_embeds"][None]
     mask = torch.ones(embeds.shape[:2], dtype=torch.bool)
     with torch.no_grad():
-        logits = tiny_model.model.llm(inputs_embeds=embeds).logits[0, -1]
+        logits = tiny_model.network.llm(inputs_embeds=embeds).logits[0, -1]
     close(logits, ref_tensors[f"{clip}/{task}/first_logits"], 1e-3)
     for preset, name in RUNS:
-        ids = tiny_model.model.generate(embeds, mask, PRESETS[preset])[0]
+        ids = tiny_model.network.generate(embeds, mask, PRESETS[preset])[0]
         assert ids == ref_json["clips"][clip]["tasks"][task][name]["ids"], f"{preset} ids differ"
 
 
@@ -113,9 +113,9 @@ def test_reference_batch_layout_and_raw_outputs(tiny_model, ref_tensors, ref_jso
     for field in ("input_ids", "attention_mask", "modality_mask"):
         assert torch.equal(getattr(tokens, field), ref_tensors[f"batch/ast/{field}"]), field
     with torch.no_grad():
-        enc = tiny_model.model.encoder(padded, lengths)
-        adapter_out = tiny_model.model.adapter(enc)
-        embeds = tiny_model.model.embed(tokens, adapter_out)
+        enc = tiny_model.network.encoder(padded, lengths)
+        adapter_out = tiny_model.network.adapter(enc)
+        embeds = tiny_model.network.embed(tokens, adapter_out)
     valid = lengths.max().item()
     for i, n in enumerate(lengths.tolist()):  # padded frames may differ; valid frames must not
         close(enc[i, :n], ref_tensors["batch/ast/encoder_out"][i, :n], 1e-5)
@@ -123,7 +123,7 @@ def test_reference_batch_layout_and_raw_outputs(tiny_model, ref_tensors, ref_jso
     close(embeds * tokens.attention_mask[..., None], ref_tensors["batch/ast/inputs_embeds"]
           * tokens.attention_mask[..., None], 1e-4)
     for preset, name in RUNS:
-        rows = tiny_model.model.generate(embeds, tokens.attention_mask, PRESETS[preset])
+        rows = tiny_model.network.generate(embeds, tokens.attention_mask, PRESETS[preset])
         assert rows == [r["ids"] for r in batch[name]["rows"]]
         for clip, row in zip(clips, rows):
             assert row == ref_json["clips"][clip]["tasks"]["ast"][name]["ids"]
@@ -131,11 +131,11 @@ def test_reference_batch_layout_and_raw_outputs(tiny_model, ref_tensors, ref_jso
 
 def test_generation_ignores_llm_generation_config(tiny_model):
     """The fixture's generation_config.json has do_sample/top_k/repetition_penalty=1.05: none may leak."""
-    cfg = tiny_model.model.generation_config(PRESETS["official"])
+    cfg = tiny_model.network.generation_config(PRESETS["official"])
     assert cfg.do_sample is False and cfg.num_beams == 4 and cfg.repetition_penalty == 1.0
     assert cfg.eos_token_id == 2002 and cfg.length_penalty == 0.8 and cfg.max_new_tokens == 200
     assert cfg.sequence_bias == [[[2002], -0.2]]
-    stored = tiny_model.model.llm.generation_config
+    stored = tiny_model.network.llm.generation_config
     assert not stored.do_sample and stored.repetition_penalty in (None, 1.0) and stored.top_k in (None, 0, 50)
-    greedy = tiny_model.model.generation_config(PRESETS["greedy"])
+    greedy = tiny_model.network.generation_config(PRESETS["greedy"])
     assert greedy.num_beams == 1 and greedy.max_new_tokens == 500 and greedy.sequence_bias is None

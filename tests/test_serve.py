@@ -407,20 +407,21 @@ def test_no_temporary_files_are_left(server, http, client, expected):
 
 # --------------------------------------------------------------------------- timeout and busy (stubs)
 class SlowModel:
-    """The real model with a decoding delay, to exercise timeouts."""
+    """The real model whose decoding pipeline waits ``delay`` seconds per batch, to exercise timeouts."""
 
     def __init__(self, model: MooER, delay: float) -> None:
         self._model = model
         self.delay = delay
         self.calls = 0
+        self.pipeline = self
 
     def __getattr__(self, name):
-        return getattr(self._model, name)
+        return getattr(self._model.pipeline if name in ("result", "text_of") else self._model, name)
 
-    def decode_batch(self, *args, **kwargs):
+    def generate(self, *args, **kwargs):
         self.calls += 1
         time.sleep(self.delay)
-        return self._model.decode_batch(*args, **kwargs)
+        return self._model.pipeline.generate(*args, **kwargs)
 
 
 def test_timeout_gets_504(model, server):
@@ -444,14 +445,14 @@ def test_timeout_gets_504(model, server):
 
 # ------------------------------------------------------------------------------- batcher, stand-alone
 class GatedModel:
-    """Records each decode_batch call; the first call blocks until ``release`` is set."""
+    """Records each generate call; the first call blocks until ``release`` is set."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[int]]] = []
         self.release = threading.Event()
         self.entered = threading.Event()
 
-    def decode_batch(self, features, task, options, max_new_tokens=None, streamer=None):
+    def generate(self, features, task, options, streamer=None):
         self.entered.set()
         self.release.wait(10)
         self.calls.append((task, [int(f.shape[0]) for f in features]))
@@ -508,7 +509,7 @@ def test_batcher_queue_limit_raises_server_busy():
 
 def test_batcher_failure_reaches_every_request():
     class Broken:
-        def decode_batch(self, *a, **k):
+        def generate(self, *a, **k):
             raise RuntimeError("boom")
 
     batcher = MicroBatcher(Broken(), window_ms=50, max_batch_size=4)

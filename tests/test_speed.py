@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from fixtures_path import AUDIO, OFFICIAL_TINY
-from mooer.inference.speed import PaddingStats, batched_padding_fraction, compile_model, quantize_llm
+from mooer.inference.speed import compile_model, quantize_llm
+from mooer.inference.stats import PaddingStats, batched_padding_fraction
 
 BATCH = ("demo", "zh1", "zh2", "en1")  # the reference batch of the fixtures (T6 = 110, 51, 76, 52)
 PATHS = [str(AUDIO / f"{c}.wav") for c in BATCH]
@@ -47,13 +48,13 @@ def test_parallel_features_equal_sequential(tiny_model):
 
 
 def test_llm_attention_defaults_to_sdpa_and_kv_cache(tiny_model):
-    assert tiny_model.model.llm.config._attn_implementation == "sdpa"
-    assert tiny_model.model.llm.config.use_cache is True  # and HF forces it with inputs_embeds
+    assert tiny_model.network.llm.config._attn_implementation == "sdpa"
+    assert tiny_model.network.llm.config.use_cache is True  # and HF forces it with inputs_embeds
 
 
 @pytest.mark.parametrize("preset,task,run", RUNS)
 def test_eager_attention_gives_the_same_ids(eager_model, ref_json, preset, task, run):
-    assert eager_model.model.llm.config._attn_implementation == "eager"
+    assert eager_model.network.llm.config._attn_implementation == "eager"
     results = eager_model.transcribe(PATHS, task=task, batch_size=4, decoding=preset, num_workers=1)
     assert [r.token_ids for r in results] == reference_ids(ref_json, task, run)
 
@@ -101,15 +102,15 @@ def test_int8_quantisation_runs_and_reports_agreement(ref_json):
     from mooer.api import MooER
 
     model = MooER.from_pretrained(OFFICIAL_TINY, device="cpu", dtype="float32", quantize="int8")
-    info = model.model.quantized
+    info = model.network.quantized
     assert info["layers"] == 2 * 7 + 1 and info["bytes_after"] * 4 == info["bytes_before"]
     assert quantize_llm(model) is info  # idempotent
-    vocab = model.model.llm.get_input_embeddings().weight.shape[0]
+    vocab = model.network.llm.get_input_embeddings().weight.shape[0]
     results = model.transcribe(PATHS, task="ast", batch_size=4, decoding="greedy")
     agree = 0
     for r, ref in zip(results, reference_ids(ref_json, "ast", "greedy")):
         assert r.ok and r.token_ids and all(0 <= t < vocab for t in r.token_ids)
-        assert r.token_ids[-1] == model.model.eos_id or len(r.token_ids) == 500
+        assert r.token_ids[-1] == model.network.eos_id or len(r.token_ids) == 500
         same = 0
         for a, b in zip(r.token_ids, ref):
             if a != b:
@@ -138,22 +139,13 @@ def test_cli_quantize_flag(capsys):
 def test_shared_beam_prefill_is_exact(tiny_model, ref_json, batch_size):
     """On by default: one prefill per utterance instead of per beam; official ids unchanged, and the same
     as HF's own path with the option switched off."""
-    from mooer.inference.speed import disable_shared_prefill, enable_shared_prefill
-
-    assert tiny_model.model.llm._mooer_shared_prefill
+    assert tiny_model.network.shared_prefill
     results = tiny_model.transcribe(PATHS, task="ast", batch_size=batch_size, decoding="official")
     assert [r.token_ids for r in results] == reference_ids(ref_json, "ast", "beam")
     if batch_size == 4:
-        disable_shared_prefill(tiny_model)
+        tiny_model.network.shared_prefill = False
         try:
             plain = tiny_model.transcribe(PATHS, task="ast", batch_size=batch_size, decoding="official")
         finally:
-            enable_shared_prefill(tiny_model)
+            tiny_model.network.shared_prefill = True
         assert [r.token_ids for r in plain] == [r.token_ids for r in results]
-
-
-def test_shared_prefill_survives_deepcopy(tiny_model):
-    import copy
-
-    clone = copy.deepcopy(tiny_model.model)
-    assert clone.llm.generate.__self__ is clone.llm  # rebound to the copy, not the original

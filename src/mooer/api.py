@@ -1,6 +1,8 @@
 """The public entry point: ``MooER.from_pretrained(...)`` and ``model.transcribe(...)``.
 
-Every front end (CLI, server, evaluation) goes through :meth:`MooER.transcribe`, so they all behave alike.
+:class:`MooER` is a facade over a loaded model: it reads and featurises inputs, routes long ones to
+long-form decoding, and hands everything else to :class:`~mooer.inference.pipeline.Pipeline`, the one
+features → Result path that the server, long-form decoding and training validation use as well.
 """
 
 from __future__ import annotations
@@ -10,24 +12,23 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from mooer.audio import SAMPLE_RATE, audio_info, load_audio
 from mooer.checkpoint import Loaded, load_checkpoint, save_native
-from mooer.decoding import DEFAULT_CTC_WEIGHT, DecodingOptions, Result, get_preset
-from mooer.errors import AudioError, ConfigError, MooerError
+from mooer.decoding import DecodingOptions, Result, get_preset
+from mooer.errors import MooerError
 from mooer.features import FeatureExtractor, audio_tokens
-from mooer.inference.ctc_prefix import CTCPrefixScorer
-from mooer.prompting import MULTITASK_SEPARATOR, PromptBuilder, collate_tokens, pad_features, split_multitask
-from mooer.inference.speed import TranscribeStats, default_workers, enable_shared_prefill
-
-if TYPE_CHECKING:  # pragma: no cover
-    from mooer.inference.longform import LongFormOptions
+from mooer.inference.engines import make_engine
+from mooer.inference.longform import LongFormOptions, transcribe_long
+from mooer.inference.pipeline import Pipeline, Prepared
+from mooer.inference.speed import default_workers
+from mooer.inference.stats import TranscribeStats
+from mooer.prompting import PromptBuilder
 
 AudioInput = Any  # a path, bytes, a file-like object, or a 16 kHz float waveform (np.ndarray / torch.Tensor)
 
@@ -40,15 +41,6 @@ class _LongInput:
     key: str
     name: str
     source: Any
-    duration: float
-
-
-@dataclass
-class _Prepared:
-    index: int
-    key: str
-    name: str
-    features: torch.Tensor
     duration: float
 
 
@@ -68,16 +60,16 @@ def default_key(name: str, index: int) -> str:
 class MooER:
     """A loaded MooER model: feature extractor, network, tokenizer and prompts."""
 
-    def __init__(self, loaded: Loaded):
+    def __init__(self, loaded: Loaded, engine: str = "hf"):
         self.loaded = loaded
-        self.model = loaded.model
+        self.network = loaded.model
         self.tokenizer = loaded.tokenizer
         self.features = FeatureExtractor(loaded.cmvn)
         self.prompts = PromptBuilder(loaded.tokenizer, loaded.prompts)
         self.default_task = loaded.default_task
-        self.downsample = self.model.adapter.k
+        self.pipeline = Pipeline(self.network, self.tokenizer, self.prompts, self.features,
+                                 make_engine(engine, self.network))
         self.last_stats: TranscribeStats | None = None  # what the latest transcribe() did (padding, timing)
-        enable_shared_prefill(self.model)  # beam search: one prefill per utterance, not per beam (exact)
 
     # ------------------------------------------------------------------------------------------ loading
     @classmethod
@@ -92,20 +84,22 @@ class MooER:
         attn_implementation: str | None = None,
         quantize: str | None = None,
         compile: bool = False,
+        engine: str = "hf",
     ) -> "MooER":
         """Load an official release directory or a mooer model directory (None = the bundled default).
 
         ``device``/``dtype`` default to CUDA + bfloat16 when a GPU is present, else CPU + float32.
         ``attn_implementation`` is the LLM's attention kernel (None = the transformers default, ``"sdpa"``).
         Speed options (see :mod:`mooer.inference.speed`): ``quantize="int8"`` (CPU, not exact) and ``compile=True``
-        (CUDA: static KV cache + torch.compile, not exact).
+        (CUDA: static KV cache + torch.compile, not exact). ``engine``: the decoding engine
+        (:mod:`mooer.inference.engines`; ``"hf"`` = Hugging Face ``generate``).
         """
         if path is None:
             from mooer.assets import default_model_path
 
             path = default_model_path()
         model = cls(load_checkpoint(path, variant=variant, llm=llm, device=device, dtype=dtype,
-                                    attn_implementation=attn_implementation))
+                                    attn_implementation=attn_implementation), engine=engine)
         if quantize:
             from mooer.inference.speed import quantize_llm
 
@@ -126,7 +120,11 @@ class MooER:
 
     @property
     def device(self) -> torch.device:
-        return self.model.device
+        return self.network.device
+
+    @property
+    def engine(self) -> str:
+        return self.pipeline.engine.name
 
     # ---------------------------------------------------------------------------------------- pipeline
     def featurize(self, source: AudioInput, name: str = "<input>") -> tuple[torch.Tensor, float]:
@@ -136,65 +134,23 @@ class MooER:
 
     def featurize_waveform(self, wave: np.ndarray, name: str = "<input>") -> torch.Tensor:
         """16 kHz waveform → (T6, 560) features; too short for one audio token is an AudioError."""
-        feats = self.features(wave)
-        if audio_tokens(feats.shape[0], self.downsample) == 0:
-            raise AudioError(name, f"audio is {len(wave) / SAMPLE_RATE:.3f} s long, too short for one audio "
-                                   f"token (at least 0.085 s is needed)")
-        return feats
+        return self.pipeline.featurize_waveform(wave, name)
 
     def decode_batch(
         self, features: Sequence[torch.Tensor], task: str, options: DecodingOptions,
         max_new_tokens: int | None = None, streamer=None, *, forced: Sequence[Sequence[int]] | None = None,
     ) -> list[list[int]]:
-        """One model call: pad, encode, splice, generate. Returns generated ids per row.
-
-        ``forced``: per row, token ids fed after the prompt as if the model had written them (e.g. a
-        reference transcript and the asr_ast separator); generation continues from there and returns only
-        the new ids. The CTC head cannot score a forced start, so joint decoding is off then.
-        """
-        feats, lengths = pad_features(list(features))
-        audio_len = [audio_tokens(int(n), self.downsample) for n in lengths]
-        prompt = self.prompts.prompt_ids(task)
-        prompts = [prompt] * len(audio_len) if forced is None else [prompt + list(ids) for ids in forced]
-        tokens = collate_tokens(audio_len, prompts, self.prompts.pad_id).to(self.device)
-        net = self.model
-        with torch.inference_mode():
-            states = net.encoder(feats.to(self.device, net.dtype), lengths.to(self.device))
-            embeds = net.embed(tokens, net.adapter(states))
-            processors = []
-            weight = self.ctc_weight(options)
-            if weight > 0 and task != "ast" and forced is None:  # ast writes no transcript for the CTC head
-                stop = self._separator_ids if task == "asr_ast" else set()
-                processors.append(CTCPrefixScorer(net.ctc_log_probs(states), lengths, weight, options.num_beams,
-                                                  end_ids={net.eos_id}, stop_ids=stop,
-                                                  pre_beam=options.ctc_candidates))
-            return net.generate(embeds, tokens.attention_mask, options, max_new_tokens, streamer, processors)
+        """One model call on a batch of features; returns the generated ids per row (see
+        :meth:`Pipeline.generate <mooer.inference.pipeline.Pipeline.generate>`, which also gives log-probs)."""
+        return [g.ids for g in self.pipeline.generate(features, task, options, max_new_tokens=max_new_tokens,
+                                                      streamer=streamer, forced=forced)]
 
     def ctc_weight(self, options: DecodingOptions) -> float:
         """The CTC weight of joint decoding these options give with this model (0 = LLM only)."""
-        if options.ctc_weight is None:
-            return DEFAULT_CTC_WEIGHT if self.model.ctc_head is not None else 0.0
-        if options.ctc_weight > 0 and self.model.ctc_head is None:
-            raise ConfigError(f"ctc_weight {options.ctc_weight}: this model has no CTC head (only models trained "
-                             f"with model.ctc_weight > 0 and exported by mooer carry one); use 0")
-        return options.ctc_weight
-
-    @cached_property
-    def _separator_ids(self) -> set[int]:
-        """Tokens that contain the asr_ast separator: they end the transcript the CTC head scores."""
-        vocab = self.tokenizer.get_vocab().values()
-        return {i for i in vocab if MULTITASK_SEPARATOR in self.tokenizer.decode([i])}
+        return self.pipeline.ctc_weight(options)
 
     def text_of(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    def _result(self, p: _Prepared, task: str, ids: list[int]) -> Result:
-        text = self.text_of(ids)
-        res = Result(key=p.key, audio=p.name, task=task, text=text, duration=round(p.duration, 3),
-                     token_ids=list(ids))
-        if task == "asr_ast":
-            res.asr, res.ast = split_multitask(text)
-        return res
+        return self.pipeline.text_of(ids)
 
     def transcribe(
         self,
@@ -225,14 +181,11 @@ class MooER:
         repetition guards, and stitched; their results carry ``segments``. Shorter inputs are decoded whole,
         exactly as the official implementation does.
         """
-        from mooer.inference.longform import LongFormOptions, transcribe_long
-
         single = isinstance(inputs, (str, os.PathLike, bytes, np.ndarray, torch.Tensor)) or hasattr(inputs, "read")
         items = [inputs] if single else list(inputs)
         task = task or self.default_task
-        self.prompts.prompt_ids(task)  # validates the task
         options = get_preset(decoding)
-        self.ctc_weight(options)  # validates it against the model
+        self.pipeline.check(task, options)
         if isinstance(long_form, bool) or long_form is None:
             long_form = LongFormOptions(enabled=long_form)
         if batch_size < 1:
@@ -252,7 +205,7 @@ class MooER:
         stats = TranscribeStats(inputs=len(items), batch_size=batch_size, workers=max(1, workers))
         prompt_len = len(self.prompts.prompt_ids(task))
 
-        def prepare(i: int, source: AudioInput) -> _Prepared | _LongInput | Result:
+        def prepare(i: int, source: AudioInput) -> Prepared | _LongInput | Result:
             name = _input_name(source, i)
             key = keys[i] if keys is not None else default_key(name, i)
             try:
@@ -264,7 +217,7 @@ class MooER:
                 seconds = len(wave) / SAMPLE_RATE
                 if long_form.applies(seconds):
                     return _LongInput(i, key, name, wave, seconds)
-                return _Prepared(i, key, name, self.featurize_waveform(wave, name), seconds)
+                return Prepared(key, name, self.featurize_waveform(wave, name), seconds, index=i)
             except MooerError as e:
                 return Result(key=key, audio=name, task=task, error=str(e))
 
@@ -293,21 +246,22 @@ class MooER:
                 emit(failed)
 
                 started = time.perf_counter()
-                prepared = sorted((o for o in outcomes if isinstance(o, _Prepared)), key=lambda p: -p.features.shape[0])
-                for start in range(0, len(prepared), batch_size):
-                    chunk = prepared[start : start + batch_size]
-                    frames = [p.features.shape[0] for p in chunk]
+
+                def batch_done(batch: list[Prepared], done: list[Result]) -> None:
+                    frames = [p.features.shape[0] for p in batch]
                     stats.features.add(frames)
-                    stats.tokens.add([audio_tokens(n, self.downsample) + prompt_len for n in frames])
-                    stats.audio_seconds += sum(p.duration for p in chunk)
-                    rows = self.decode_batch([p.features for p in chunk], task, options)
-                    for p, ids in zip(chunk, rows):
-                        results[p.index] = self._result(p, task, ids)
-                    emit([results[p.index] for p in chunk])
+                    stats.tokens.add([audio_tokens(n, self.pipeline.downsample) + prompt_len for n in frames])
+                    stats.audio_seconds += sum(p.duration for p in batch)
+                    for p, r in zip(batch, done):
+                        results[p.index] = r
+                    emit(done)
+
+                self.pipeline.decode([o for o in outcomes if isinstance(o, Prepared)], task, options, batch_size,
+                                     on_batch=batch_done)
                 for item in (o for o in outcomes if isinstance(o, _LongInput)):
                     try:
                         results[item.index] = transcribe_long(
-                            self, item.source, key=item.key, name=item.name, duration=item.duration, task=task,
+                            self.pipeline, item.source, key=item.key, name=item.name, duration=item.duration, task=task,
                             options=options, batch_size=batch_size, long_form=long_form)
                     except MooerError as e:
                         results[item.index] = Result(key=item.key, audio=item.name, task=task, error=str(e))

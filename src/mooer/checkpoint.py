@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from mooer.errors import CheckpointError
 from mooer.features import Cmvn
 from mooer.models.adapter import AdapterConfig, LinearAdapter
-from mooer.models.mooer import MooERModel
+from mooer.models.mooer import MooERNetwork
 from mooer.models.sanm import SANMEncoder, SANMEncoderConfig
 from mooer.prompting import DEFAULT_PROMPTS, OFFICIAL_MTL_PROMPTS, OFFICIAL_PROMPTS
 
@@ -49,7 +49,7 @@ VARIANT_PREFERENCE = ("asr_ast_mtl",)
 class Loaded:
     """Everything needed to run a model."""
 
-    model: MooERModel
+    model: MooERNetwork
     tokenizer: object
     cmvn: Cmvn
     prompts: dict[str, str]
@@ -287,7 +287,7 @@ def load_official(root: Path, variant: str | None, llm_dir: Path | None, device,
         lora_info = merge_lora(llm, task_dir / LORA_DIR)
 
     cmvn = Cmvn.from_file(root / ENCODER_DIR / CMVN_FILE)
-    model = MooERModel(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    model = MooERNetwork(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
     model.to(device=device, dtype=dtype).eval()
     multitask = "mtl" in variant
     prompts = dict(OFFICIAL_MTL_PROMPTS if multitask else OFFICIAL_PROMPTS)
@@ -327,7 +327,7 @@ def load_native(root: Path, device, dtype, attn_implementation: str | None = Non
     except KeyError as e:
         raise CheckpointError(f"{weights}: missing key 'cmvn.{e.args[0]}'") from None
     llm, tokenizer = load_llm(root / "llm", dtype, attn_implementation)
-    model = MooERModel(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    model = MooERNetwork(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
     if ctc_classes:
         model.attach_ctc_head(int(ctc_classes) - 1)
         load_strict(model.ctc_head, groups["ctc_head."], weights, "the CTC head")

@@ -86,6 +86,7 @@ class Result:
     error: str | None = None
     duration: float | None = None  # seconds of audio
     token_ids: list[int] = field(default_factory=list)  # generated ids up to and including EOS
+    token_logprobs: list[float] = field(default_factory=list)  # the LLM's log-probability of each id
     segments: list[dict] | None = None  # long-form: [{start, end, text}, ...]
     notes: list[str] = field(default_factory=list)  # decisions taken (e.g. guard retries)
 
@@ -94,7 +95,8 @@ class Result:
         return self.error is None
 
     def to_dict(self, with_tokens: bool = False) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "token_ids"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("token_ids", "token_logprobs")}
         if with_tokens:
             out["token_ids"] = list(self.token_ids)
+            out["token_logprobs"] = list(self.token_logprobs)
         return {k: v for k, v in out.items() if v is not None and v != []}

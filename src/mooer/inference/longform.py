@@ -15,16 +15,14 @@ tail is cut. Each decision is recorded in ``Result.notes``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from mooer.decoding import DecodingOptions, Result
 from mooer.errors import AudioError
 from mooer.inference.guards import RepetitionGuard, check_output, max_new_tokens_for, stricter_decoding, truncate_repetition
-from mooer.tasks import split_multitask
+from mooer.inference.pipeline import Pipeline, longest_first
 from mooer.inference.vad import Segment, VadOptions, iter_segment_audio, segment_speech
-
-if TYPE_CHECKING:  # pragma: no cover
-    from mooer.api import MooER
+from mooer.tasks import join_multitask, split_multitask
 
 
 @dataclass
@@ -70,11 +68,11 @@ class _Piece:
     notes: list[str] = field(default_factory=list)
 
 
-def _windows(model: "MooER", source: Any, segments: list[Segment], size: int) -> Iterator[list[_Piece]]:
+def _windows(pipeline: Pipeline, source: Any, segments: list[Segment], size: int) -> Iterator[list[_Piece]]:
     window: list[_Piece] = []
     for seg, wave in iter_segment_audio(source, segments):
         try:
-            feats = model.featurize_waveform(wave)
+            feats = pipeline.featurize_waveform(wave)
         except AudioError:  # a sliver too short for one audio token: nothing to decode
             continue
         window.append(_Piece(seg, feats))
@@ -86,16 +84,16 @@ def _windows(model: "MooER", source: Any, segments: list[Segment], size: int) ->
 
 
 #: ``decode(features_list, task, options, max_new_tokens) -> ids per row``: one model call. The default is
-#: ``MooER.decode_batch``; the server passes one that queues the segments on its micro-batcher.
+#: ``Pipeline.generate``; the server passes one that queues the segments on its micro-batcher.
 Decode = Callable[[Sequence[Any], str, DecodingOptions, int], list[list[int]]]
 
 
-def _guarded(model: "MooER", decode: Decode, piece: _Piece, task: str, options: DecodingOptions,
+def _guarded(pipeline: Pipeline, decode: Decode, piece: _Piece, task: str, options: DecodingOptions,
              guard: RepetitionGuard | None, budget: int) -> None:
     """Check one decoded piece; retry stricter, then cut a looping tail, noting what was done."""
     if guard is None:
         return
-    content = [t for t in piece.ids if t != model.model.eos_id]
+    content = [t for t in piece.ids if t != pipeline.eos_id]
     verdict = check_output(piece.text, content, piece.segment.duration, guard)
     if verdict.ok:
         return
@@ -103,8 +101,8 @@ def _guarded(model: "MooER", decode: Decode, piece: _Piece, task: str, options: 
     piece.notes.append(f"guard at {where}: {'; '.join(verdict.reasons)}; retried with stricter decoding")
     strict = stricter_decoding(options)
     ids = decode([piece.features], task, strict, budget)[0]
-    text = model.text_of(ids)
-    again = check_output(text, [t for t in ids if t != model.model.eos_id], piece.segment.duration, guard)
+    text = pipeline.text_of(ids)
+    again = check_output(text, [t for t in ids if t != pipeline.eos_id], piece.segment.duration, guard)
     piece.ids, piece.text = ids, text
     if not again.ok:
         piece.text = truncate_repetition(text, guard)
@@ -112,24 +110,22 @@ def _guarded(model: "MooER", decode: Decode, piece: _Piece, task: str, options: 
                            f"looping tail cut")
 
 
-def transcribe_long(model: "MooER", source: Any, *, key: str, name: str, duration: float, task: str,
+def transcribe_long(pipeline: Pipeline, source: Any, *, key: str, name: str, duration: float, task: str,
                     options: DecodingOptions, batch_size: int, long_form: LongFormOptions,
                     decode: Decode | None = None) -> Result:
     """Segment ``source`` with the VAD, decode the segments, and stitch one :class:`Result`."""
     if decode is None:
         def decode(features, task_, opts, budget):
-            return model.decode_batch(features, task_, opts, max_new_tokens=budget)
+            return [g.ids for g in pipeline.generate(features, task_, opts, max_new_tokens=budget)]
     segments = segment_speech(source, long_form.vad)
     pieces: list[_Piece] = []
-    for window in _windows(model, source, segments, long_form.window):
-        ordered = sorted(window, key=lambda p: -p.features.shape[0])
-        for start in range(0, len(ordered), batch_size):
-            batch = ordered[start : start + batch_size]
+    for window in _windows(pipeline, source, segments, long_form.window):
+        for batch in longest_first(window, batch_size, lambda p: p.features.shape[0]):
             budget = max(max_new_tokens_for(p.segment.duration, long_form.guard) for p in batch)
             rows = decode([p.features for p in batch], task, options, budget)
             for piece, ids in zip(batch, rows):
-                piece.ids, piece.text = ids, model.text_of(ids)
-                _guarded(model, decode, piece, task, options, long_form.guard, budget)
+                piece.ids, piece.text = ids, pipeline.text_of(ids)
+                _guarded(pipeline, decode, piece, task, options, long_form.guard, budget)
             for piece in batch:
                 piece.features = None  # free memory as soon as a piece is decoded
         pieces.extend(window)
@@ -149,7 +145,7 @@ def transcribe_long(model: "MooER", source: Any, *, key: str, name: str, duratio
         result.notes.extend(p.notes)
     if task == "asr_ast":
         result.asr, result.ast = join_texts(transcripts), join_texts(translations)
-        result.text = f"{result.asr}\n{result.ast}"
+        result.text = join_multitask(result.asr, result.ast)
     else:
         result.text = join_texts(texts)
     result.notes.insert(0, f"long input ({duration:.1f} s): {len(pieces)} VAD segments")

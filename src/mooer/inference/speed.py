@@ -1,4 +1,4 @@
-"""Speed options and their bookkeeping: threads, shared beam prefill, int8, compilation, padding statistics.
+"""Speed options: int8 quantisation and compilation; what is exact and what is not.
 
 What is *exact* (official-preset ids unchanged on the golden fixtures, proven by ``tests/test_speed.py``):
 
@@ -8,7 +8,8 @@ What is *exact* (official-preset ids unchanged on the golden fixtures, proven by
 * merged LoRA (done at load), the KV cache (HF forces ``use_cache=True`` when generating from
   ``inputs_embeds``), SDPA attention in the LLM (the transformers 5 default; ``attn_implementation="eager"``
   gives the same ids on the fixtures);
-* :func:`enable_shared_prefill` (on by default): one prefill per utterance instead of one per beam.
+* the shared beam prefill (``MooERNetwork.generate``, on by default): one prefill per utterance instead of one
+  per beam.
 
 What is *not* exact:
 
@@ -30,8 +31,8 @@ Things that were checked and need no code:
   is a gather costing microseconds (``PromptBuilder`` already caches the prompt ids).
 * **What does share a prefix: the beams of one utterance.** HF beam search copies every input row
   ``num_beams`` times *before* the prefill, so the official preset (4 beams) computes the prefill of the
-  audio + prompt four times. :func:`enable_shared_prefill` runs it once per utterance and hands HF the KV
-  cache repeated per beam.
+  audio + prompt four times. ``MooERNetwork.generate`` runs it once per utterance and hands HF the KV cache
+  repeated per beam.
 * **No Python loops over frames.** Fbank/LFR/CMVN, the SANM encoder (SDPA + depthwise conv for the FSMN
   memory), the adapter (one reshape) and the splice (one ``gather``) are vectorised; the only Python loops
   are over batch rows when padding/collating (``pad_features``, ``collate_tokens``): O(batch), not O(frames).
@@ -39,126 +40,25 @@ Things that were checked and need no code:
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import logging
 import os
 import resource
 import sys
-import types
 import warnings
-from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 
 log = logging.getLogger("mooer")
 
-__all__ = [
-    "QUANTIZE_CHOICES",
-    "set_threads",
-    "threads",
-    "enable_shared_prefill",
-    "disable_shared_prefill",
-    "quantize_llm",
-    "compile_model",
-    "PaddingStats",
-    "TranscribeStats",
-    "batched_padding_fraction",
-    "peak_memory_mb",
-    "default_workers",
-]
+__all__ = ["QUANTIZE_CHOICES", "quantize_llm", "compile_model", "peak_memory_mb", "default_workers"]
 
 QUANTIZE_CHOICES = ("int8",)
 
 
 def _network(model):
-    """The :class:`~mooer.models.mooer.MooERModel` inside a ``MooER`` (or the network itself)."""
-    return getattr(model, "model", model)
-
-
-# ------------------------------------------------------------------------------------------------ threads
-
-
-def set_threads(num_threads: int | None) -> int:
-    """Set torch's intra-op thread count (``None``/0 leaves it alone); returns the previous value.
-
-    On a machine shared with other busy processes, fewer threads than cores is often faster (OpenMP
-    threads wait for each other); ``benchmarks/bench_speed.py --threads auto`` measures it.
-    """
-    previous = torch.get_num_threads()
-    if num_threads:
-        torch.set_num_threads(int(num_threads))
-    return previous
-
-
-@contextlib.contextmanager
-def threads(num_threads: int | None):
-    """Context manager form of :func:`set_threads`."""
-    previous = set_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-# --------------------------------------------------------------------------- llm.generate with the options
-
-
-def _cache_kwarg(llm) -> str:
-    """Name of the KV-cache argument: ``cache`` in recent transformers 5, ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(llm.model.forward).parameters else "past_key_values"
-
-
-def _mooer_generate(llm, *args, inputs_embeds=None, attention_mask=None, generation_config=None, **kwargs):
-    """``llm.generate`` with the speed options switched on by flags on ``llm``. Bound with MethodType, so a
-    ``copy.deepcopy`` of the model rebinds it to the copy."""
-    if getattr(llm, "_mooer_static_cache", False):
-        kwargs.setdefault("cache_implementation", "static")
-    beams = getattr(generation_config, "num_beams", 1) or 1
-    key = _cache_kwarg(llm) if hasattr(llm, "model") else None
-    if (getattr(llm, "_mooer_shared_prefill", False) and key and beams > 1 and inputs_embeds is not None
-            and attention_mask is not None and inputs_embeds.shape[1] > 1 and kwargs.get(key) is None
-            and kwargs.get("cache_implementation") is None):
-        from transformers import DynamicCache
-
-        mask = attention_mask.long()
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as HF derives them from the mask
-        cache = DynamicCache(config=llm.config)
-        with torch.inference_mode():
-            llm.model(inputs_embeds=inputs_embeds[:, :-1], attention_mask=mask[:, :-1],
-                      position_ids=positions[:, :-1], use_cache=True, **{key: cache})
-        cache.batch_repeat_interleave(beams)  # what HF does to the inputs, done to the cache instead
-        kwargs[key] = cache
-    return type(llm).generate(llm, *args, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                              generation_config=generation_config, **kwargs)
-
-
-def _install_generate(llm) -> None:
-    if not isinstance(llm.__dict__.get("generate"), types.MethodType):
-        llm.generate = types.MethodType(_mooer_generate, llm)
-
-
-def enable_shared_prefill(model) -> bool:
-    """Beam search with one prefill per utterance instead of one per beam (exact on the fixtures).
-
-    When ``llm.generate`` gets ``inputs_embeds`` and ``num_beams > 1`` (and no cache), the first S-1
-    positions are run once per row, the KV cache is repeated ``num_beams`` times (what HF would do to the
-    inputs) and passed in, so HF computes only the last position for each beam. Skipped under a static
-    cache (:func:`compile_model`). ``model`` is a ``MooER`` or a ``MooERModel``; returns whether it is on.
-    """
-    llm = _network(model).llm
-    if not hasattr(llm, "model"):  # not a HF decoder-only LM with a base model: leave it alone
-        return False
-    llm._mooer_shared_prefill = True
-    _install_generate(llm)
-    return True
-
-
-def disable_shared_prefill(model) -> None:
-    """Back to HF's own beam-search prefill (one per beam)."""
-    _network(model).llm._mooer_shared_prefill = False
+    """The :class:`~mooer.models.mooer.MooERNetwork` inside a ``MooER`` (or the network itself)."""
+    return getattr(model, "network", model)
 
 
 # ----------------------------------------------------------------------------------------- quantisation
@@ -167,7 +67,7 @@ def disable_shared_prefill(model) -> None:
 def quantize_llm(model, dtype: str = "int8", include_lm_head: bool = True) -> dict:
     """Int8 dynamic quantisation of the LLM's linear layers, in place (CPU, float32 models only).
 
-    ``model`` is a ``MooER`` or a ``MooERModel``. Weights become int8; activations are quantised per call.
+    ``model`` is a ``MooER`` or a ``MooERNetwork``. Weights become int8; activations are quantised per call.
     The token embedding stays float32 (a row gather reads one row per token). ``include_lm_head=False``
     keeps the output projection in float32 (slower: for Qwen2-0.5B it is the largest matrix).
 
@@ -221,95 +121,9 @@ def compile_model(model, static_cache: bool = True, encoder: bool = True, force:
         net.encoder._mooer_compiled = True
         enabled["encoder"] = "torch.compile(dynamic=True)"
     if static_cache:
-        net.llm._mooer_static_cache = True
-        _install_generate(net.llm)
+        net.static_cache = True
         enabled["llm"] = "static KV cache (+ HF's automatic compile of the decoding step on CUDA)"
     return enabled
-
-
-# ----------------------------------------------------------------------------------------------- padding
-
-
-@dataclass
-class PaddingStats:
-    """Padded vs real positions over a set of batches (each batch is padded to its longest row)."""
-
-    rows: int = 0
-    batches: int = 0
-    real: int = 0
-    total: int = 0
-
-    def add(self, lengths: Sequence[int]) -> None:
-        lengths = [int(n) for n in lengths]
-        if not lengths:
-            return
-        self.batches += 1
-        self.rows += len(lengths)
-        self.real += sum(lengths)
-        self.total += max(lengths) * len(lengths)
-
-    @property
-    def padded(self) -> int:
-        return self.total - self.real
-
-    @property
-    def fraction(self) -> float:
-        """Share of computed positions that are padding (0.0 when nothing was added)."""
-        return self.padded / self.total if self.total else 0.0
-
-    def to_dict(self) -> dict:
-        return {"rows": self.rows, "batches": self.batches, "real": self.real, "total": self.total,
-                "fraction": round(self.fraction, 4)}
-
-
-def batched_padding_fraction(lengths: Iterable[int], batch_size: int, sort: bool = True) -> float:
-    """Padding fraction of batching ``lengths`` in groups of ``batch_size``, longest first when ``sort``
-    (what ``MooER.transcribe`` does), else in the given order."""
-    lengths = list(lengths)
-    if sort:
-        lengths = sorted(lengths, reverse=True)
-    stats = PaddingStats()
-    for start in range(0, len(lengths), batch_size):
-        stats.add(lengths[start : start + batch_size])
-    return stats.fraction
-
-
-@dataclass
-class TranscribeStats:
-    """What one ``MooER.transcribe`` call did (``MooER.last_stats``)."""
-
-    inputs: int = 0
-    failed: int = 0
-    audio_seconds: float = 0.0
-    batch_size: int = 0
-    workers: int = 1
-    featurize_seconds: float = 0.0  # loading + features, wall clock
-    decode_seconds: float = 0.0  # encoder + LLM, wall clock
-    features: PaddingStats = field(default_factory=PaddingStats)  # encoder frames (T6)
-    tokens: PaddingStats = field(default_factory=PaddingStats)  # LLM input positions (audio + prompt)
-
-    @property
-    def seconds(self) -> float:
-        return self.featurize_seconds + self.decode_seconds
-
-    @property
-    def rtf(self) -> float:
-        """Real-time factor (processing seconds per audio second; smaller is faster)."""
-        return self.seconds / self.audio_seconds if self.audio_seconds else 0.0
-
-    def to_dict(self) -> dict:
-        return {"inputs": self.inputs, "failed": self.failed, "audio_seconds": round(self.audio_seconds, 3),
-                "batch_size": self.batch_size, "workers": self.workers,
-                "featurize_seconds": round(self.featurize_seconds, 4),
-                "decode_seconds": round(self.decode_seconds, 4), "rtf": round(self.rtf, 4),
-                "feature_padding": self.features.to_dict(), "token_padding": self.tokens.to_dict()}
-
-    def summary(self) -> str:
-        return (f"mooer: {self.inputs} inputs ({self.failed} failed), {self.audio_seconds:.1f} s audio, "
-                f"{self.features.batches} batches of <= {self.batch_size}; padding "
-                f"{100 * self.features.fraction:.1f} % of encoder frames, {100 * self.tokens.fraction:.1f} % of "
-                f"LLM input positions; featurise {self.featurize_seconds:.2f} s ({self.workers} workers), "
-                f"decode {self.decode_seconds:.2f} s, RTF {self.rtf:.3f}")
 
 
 # ------------------------------------------------------------------------------------------ misc helpers

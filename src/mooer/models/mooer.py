@@ -11,10 +11,11 @@ from mooer.decoding import DecodingOptions
 from mooer.models.adapter import LinearAdapter
 from mooer.models.sanm import SANMEncoder
 from mooer.models.alignment import ctc_forced_align, guided_attention_loss
+from mooer.models.hf_compat import cache_kwarg, new_cache
 from mooer.prompting import IGNORE_INDEX, TokenBatch
 
 
-class MooERModel(nn.Module):
+class MooERNetwork(nn.Module):
     """Holds the three parts; knows how to encode audio, splice it, compute the loss and generate."""
 
     def __init__(self, encoder: SANMEncoder, adapter: LinearAdapter, llm: nn.Module, eos_id: int, pad_id: int):
@@ -26,6 +27,8 @@ class MooERModel(nn.Module):
         self.pad_id = pad_id
         self.ctc_head: nn.Linear | None = None  # auxiliary CTC head: a training loss, and joint decoding
         self.guided_attention: tuple[int, int] | None = None  # training-only (layer, head), see attach_…
+        self.shared_prefill = True  # beam search: one prefill per utterance, not per beam (exact, see generate)
+        self.static_cache = False  # a static KV cache for generate (compile_model, CUDA), no shared prefill
         # Nothing may leak from the LLM directory's generation_config.json (spec 15.24).
         self.llm.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None)
 
@@ -169,15 +172,30 @@ class MooERModel(nn.Module):
         logits_processor: list | None = None,
     ) -> list[list[int]]:
         """Generate from spliced embeddings; returns each row's new ids up to and including the first EOS.
-        ``logits_processor``: extra Hugging Face logits processors (e.g. the CTC prefix scorer)."""
+        ``logits_processor``: extra Hugging Face logits processors (e.g. the CTC prefix scorer).
+
+        Beam search shares one prefill per utterance (exact: the official ids are unchanged): HF copies each
+        input row ``num_beams`` times *before* the prefill, so the audio + prompt would be computed once per
+        beam. Instead the first S-1 positions are run once per row, the KV cache is repeated per beam (what
+        HF would do to the inputs) and handed to ``generate``, which then computes only the last position.
+        Off with :attr:`shared_prefill` = False; skipped under a static cache (:attr:`static_cache`, set by
+        ``compile_model``).
+        """
         from transformers import LogitsProcessorList
 
+        kwargs = {}
+        if self.static_cache:
+            kwargs["cache_implementation"] = "static"
+        elif self.shared_prefill and options.num_beams > 1 and embeds.shape[1] > 1:
+            key, cache = self._shared_prefill(embeds, attention_mask, options.num_beams)
+            kwargs[key] = cache
         out = self.llm.generate(
             inputs_embeds=embeds,
             attention_mask=attention_mask.long(),
             generation_config=self.generation_config(options, max_new_tokens),
             streamer=streamer,
             logits_processor=LogitsProcessorList(logits_processor or []),
+            **kwargs,
         )
         rows = []
         for row in out.tolist():
@@ -185,3 +203,16 @@ class MooERModel(nn.Module):
                 row = row[: row.index(self.eos_id) + 1]
             rows.append(row)
         return rows
+
+    def _shared_prefill(self, embeds: torch.Tensor, attention_mask: torch.Tensor, beams: int):
+        """KV cache of the first S-1 positions, computed once per row and repeated ``beams`` times; returns
+        ``(generate's cache keyword, cache)``."""
+        decoder = self.llm.get_decoder()  # the base decoder, through a PEFT wrapper too
+        key = cache_kwarg(decoder)
+        mask = attention_mask.long()
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as HF derives them from the mask
+        cache = new_cache(self.llm.config)
+        decoder(inputs_embeds=embeds[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                use_cache=True, **{key: cache})
+        cache.batch_repeat_interleave(beams)
+        return key, cache

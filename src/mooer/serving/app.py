@@ -62,11 +62,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mooer.audio import audio_info
 from mooer.decoding import PRESETS, Result
 from mooer.errors import AudioError
-from mooer.prompting import split_multitask
-from mooer.serving.batcher import MicroBatcher, ServerBusy, TokenStreamer
-from mooer.serving.settings import ServeSettings
+from mooer.inference.engines import Generation
+from mooer.inference.guards import compression_ratio
 from mooer.inference.longform import LongFormOptions, transcribe_long
 from mooer.output.subtitles import segments_from_result, to_srt, to_vtt
+from mooer.serving.batcher import MicroBatcher, ServerBusy, TokenStreamer
+from mooer.serving.settings import ServeSettings
 
 log = logging.getLogger("mooer.serving")
 
@@ -241,13 +242,10 @@ def _check_format(response_format: str | None) -> str:
 
 def _openai_segments(result: Result) -> list[dict[str, Any]]:
     """``verbose_json`` segments: the result's timed segments (whole file when it has none)."""
-    import zlib
-
     out = []
     for i, seg in enumerate(segments_from_result(result)):
         text = str(seg["text"])
-        raw = text.encode("utf-8")
-        ratio = len(raw) / len(zlib.compress(raw)) if raw else 0.0
+        ratio = compression_ratio(text)
         out.append({"id": i, "seek": 0, "start": round(seg["start"], 3), "end": round(seg["end"], 3),
                     "text": text, "tokens": list(result.token_ids) if not result.segments else [],
                     "temperature": 0.0, "compression_ratio": round(ratio, 4)})
@@ -317,13 +315,8 @@ class _Service:
         except ServerBusy as e:
             raise ApiError(503, f"Server busy: {e}", code="server_busy") from None
 
-    def result(self, item: _Upload, task: str, ids: list[int]) -> Result:
-        text = self.model.text_of(ids)
-        res = Result(key=Path(item.name).stem, audio=item.name, task=task, text=text,
-                     duration=round(item.duration, 3), token_ids=list(ids))
-        if task == "asr_ast":
-            res.asr, res.ast = split_multitask(text)
-        return res
+    def result(self, item: _Upload, task: str, generation: Generation) -> Result:
+        return self.model.pipeline.result(Path(item.name).stem, item.name, task, generation, item.duration)
 
     def _decode_segments(self, features, task: str, options, budget: int) -> list[list[int]]:
         """Long uploads (in a worker thread): queue each segment on the batcher and wait for all."""
@@ -331,10 +324,10 @@ class _Service:
             futures = [self.batcher.submit(f, task, options.replace(max_new_tokens=budget)) for f in features]
         except ServerBusy as e:
             raise ApiError(503, f"Server busy: {e}", code="server_busy") from None
-        return [f.result(timeout=self.settings.timeout_s) for f in futures]
+        return [f.result(timeout=self.settings.timeout_s).ids for f in futures]
 
     def _run_long(self, item: _Upload, task: str, preset: str) -> Result:
-        return transcribe_long(self.model, item.data, key=Path(item.name).stem, name=item.name,
+        return transcribe_long(self.model.pipeline, item.data, key=Path(item.name).stem, name=item.name,
                                duration=item.duration, task=task, options=PRESETS[preset],
                                batch_size=self.settings.max_batch_size, long_form=self.long_form,
                                decode=self._decode_segments)
@@ -345,8 +338,8 @@ class _Service:
             item = await self.featurize(upload)
             if item.features is None:
                 return await run_in_threadpool(self._run_long, item, task, preset)
-            ids = await asyncio.wrap_future(self.submit(item, task, preset))  # cancelled with this task
-            return self.result(item, task, ids)
+            generation = await asyncio.wrap_future(self.submit(item, task, preset))  # cancelled with this task
+            return self.result(item, task, generation)
 
         return await self.within_timeout(work())
 
@@ -376,8 +369,8 @@ class _Service:
                 async for delta in iterate_in_threadpool(streamer):
                     if delta:
                         yield _sse(events(None, delta, None))
-                ids = await asyncio.wait_for(asyncio.wrap_future(future), timeout=self.settings.timeout_s)
-                yield _sse(events(self.result(item, task, ids), None, None))
+                generation = await asyncio.wait_for(asyncio.wrap_future(future), timeout=self.settings.timeout_s)
+                yield _sse(events(self.result(item, task, generation), None, None))
             except queue.Empty:
                 yield _sse(events(None, None, ApiError(504, "No token within the request timeout.",
                                                        code="timeout").body()["error"]))
@@ -406,7 +399,7 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
     and stopped at shutdown); ``app.state`` holds ``model``, ``settings`` and ``batcher``.
     """
     settings = settings or ServeSettings()
-    batcher = MicroBatcher(model, window_ms=settings.batch_window_ms, max_batch_size=settings.max_batch_size,
+    batcher = MicroBatcher(model.pipeline, window_ms=settings.batch_window_ms, max_batch_size=settings.max_batch_size,
                            max_queue=settings.max_queue)
     service = _Service(model, settings, batcher)
     default_task = "asr_ast" if "asr_ast" in model.tasks else model.default_task

@@ -36,10 +36,11 @@ __all__ = ["MicroBatcher", "ServerBusy", "TokenStreamer", "StreamCancelled"]
 
 
 class DecodingModel(Protocol):
-    """What the batcher needs from a model (:class:`mooer.api.MooER` provides it)."""
+    """What the batcher needs: one batch of features → one output per row
+    (:meth:`mooer.inference.pipeline.Pipeline.generate` provides it; its rows are ``Generation`` objects)."""
 
-    def decode_batch(self, features: Sequence[torch.Tensor], task: str, options: DecodingOptions,
-                     max_new_tokens: int | None = None, streamer: Any = None) -> list[list[int]]: ...
+    def generate(self, features: Sequence[torch.Tensor], task: str, options: DecodingOptions, *,
+                 streamer: Any = None) -> list[Any]: ...
 
 
 class ServerBusy(Exception):
@@ -262,8 +263,8 @@ class MicroBatcher:
         with self._lock:
             self._busy_since = t0
         try:
-            rows = self.model.decode_batch([j.features for j in live], live[0].task, live[0].options,
-                                           streamer=streamer)
+            rows = self.model.generate([j.features for j in live], live[0].task, live[0].options,
+                                       streamer=streamer)
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to its request
             if not isinstance(exc, StreamCancelled):
                 log.exception("decoding a batch of %d failed", len(live))

@@ -2,7 +2,7 @@
 
 All engines share one interface used by the trainer:
 
-- ``engine.module``: the unwrapped :class:`~mooer.models.mooer.MooERModel`;
+- ``engine.module``: the unwrapped :class:`~mooer.models.mooer.MooERNetwork`;
 - ``with engine.accumulate(boundary): out = engine.forward(...); engine.backward(out.loss)`` — a micro-batch;
   ``boundary`` is True on the last micro-batch of a gradient-accumulation group (DDP syncs only then);
 - ``engine.step(boundary)`` — after every micro-batch: on a boundary clip, step the optimizer and the

@@ -43,7 +43,7 @@ from mooer.checkpoint import (
 from mooer.errors import CheckpointError, ConfigError
 from mooer.features import Cmvn
 from mooer.models.adapter import AdapterConfig, LinearAdapter
-from mooer.models.mooer import MooERModel
+from mooer.models.mooer import MooERNetwork
 from mooer.models.sanm import SANMEncoder, SANMEncoderConfig
 from mooer.prompting import DEFAULT_PROMPTS
 from mooer.training.config import ModelConfig
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 class BuiltModel:
     """The model to train and everything that travels with it into an export."""
 
-    model: MooERModel
+    model: MooERNetwork
     tokenizer: object
     cmvn: Cmvn | None  # None until computed from the data (``cmvn: compute``)
     prompts: dict[str, str]
@@ -216,7 +216,7 @@ def build_model(cfg: ModelConfig, device: torch.device, frozen_dtype: torch.dtyp
     elif cfg.cmvn == "compute":
         cmvn = None  # filled by the trainer from the training data
 
-    model = MooERModel(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    model = MooERNetwork(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
     model.requires_grad_(False)
     llm, lora_info = apply_lora(model.llm, cfg)
     model.llm = llm

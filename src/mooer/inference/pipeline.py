@@ -1,0 +1,164 @@
+"""The one decoding path: features → padded batch → engine → :class:`~mooer.decoding.Result`.
+
+Every front end goes through :class:`Pipeline`: ``MooER.transcribe`` (CLI, API, sharded decoding),
+long-form segments (:mod:`mooer.inference.longform`), the server's micro-batcher and its token streaming,
+training validation and the benchmarks. There are two public levels:
+
+* :meth:`Pipeline.decode` — prepared inputs → Results (length-sorted batches, text, asr/ast split);
+* :meth:`Pipeline.generate` — one batch of features → :class:`~mooer.inference.engines.Generation` per row
+  (pad, encode, adapt, splice, logits processors, engine).
+
+Length-sorted batching is exact: each row's ids equal its single-utterance ids (padding is masked), which
+is why it is always on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+import torch
+
+from mooer.decoding import DEFAULT_CTC_WEIGHT, DecodingOptions, Result
+from mooer.errors import AudioError, ConfigError
+from mooer.features import SAMPLE_RATE, FeatureExtractor, audio_tokens
+from mooer.inference.ctc_prefix import CTCPrefixScorer
+from mooer.inference.engines import Engine, Generation, HFEngine
+from mooer.prompting import MULTITASK_SEPARATOR, PromptBuilder, collate_tokens, pad_features
+from mooer.tasks import split_multitask
+
+__all__ = ["Prepared", "Pipeline", "longest_first"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class Prepared:
+    """An input ready to decode: its features and what its Result needs."""
+
+    key: str
+    name: str
+    features: torch.Tensor
+    duration: float
+    index: int = 0  # position among the caller's inputs
+
+
+def longest_first(items: Sequence[T], batch_size: int, length: Callable[[T], int]) -> Iterator[list[T]]:
+    """``items`` sorted by ``length`` (longest first) and cut into batches of at most ``batch_size``:
+    similar lengths share a batch, so little of it is padding."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    ordered = sorted(items, key=lambda item: -length(item))
+    for start in range(0, len(ordered), batch_size):
+        yield ordered[start : start + batch_size]
+
+
+class Pipeline:
+    """Features to Results for one loaded model (network, tokenizer, prompts, feature extractor, engine)."""
+
+    def __init__(self, network: Any, tokenizer: Any, prompts: PromptBuilder, features: FeatureExtractor,
+                 engine: Engine | None = None):
+        self.network = network
+        self.tokenizer = tokenizer
+        self.prompts = prompts
+        self.features = features
+        self.engine: Engine = engine if engine is not None else HFEngine(network)
+        self.downsample = network.adapter.k
+
+    @property
+    def eos_id(self) -> int:
+        return self.network.eos_id
+
+    @property
+    def device(self) -> torch.device:
+        return self.network.device
+
+    # ---------------------------------------------------------------------------------------- features
+    def featurize_waveform(self, wave: np.ndarray, name: str = "<input>") -> torch.Tensor:
+        """16 kHz waveform → (T6, 560) features; too short for one audio token is an AudioError."""
+        feats = self.features(wave)
+        if audio_tokens(feats.shape[0], self.downsample) == 0:
+            raise AudioError(name, f"audio is {len(wave) / SAMPLE_RATE:.3f} s long, too short for one audio "
+                                   f"token (at least 0.085 s is needed)")
+        return feats
+
+    # ---------------------------------------------------------------------------------------- decoding
+    def ctc_weight(self, options: DecodingOptions) -> float:
+        """The CTC weight of joint decoding these options give with this model (0 = LLM only)."""
+        if options.ctc_weight is None:
+            return DEFAULT_CTC_WEIGHT if self.network.ctc_head is not None else 0.0
+        if options.ctc_weight > 0 and self.network.ctc_head is None:
+            raise ConfigError(f"ctc_weight {options.ctc_weight}: this model has no CTC head (only models trained "
+                              f"with model.ctc_weight > 0 and exported by mooer carry one); use 0")
+        return options.ctc_weight
+
+    def check(self, task: str, options: DecodingOptions) -> None:
+        """Raise before any work if the task, the options or the engine do not fit this model."""
+        self.prompts.prompt_ids(task)
+        self.ctc_weight(options)
+        self.engine.check(options)
+
+    @cached_property
+    def separator_ids(self) -> set[int]:
+        """Tokens that contain the asr_ast separator: they end the transcript the CTC head scores."""
+        vocab = self.tokenizer.get_vocab().values()
+        return {i for i in vocab if MULTITASK_SEPARATOR in self.tokenizer.decode([i])}
+
+    def generate(self, features: Sequence[torch.Tensor], task: str, options: DecodingOptions, *,
+                 max_new_tokens: int | None = None, streamer: Any = None,
+                 forced: Sequence[Sequence[int]] | None = None) -> list[Generation]:
+        """One model call: pad, encode, adapt, splice, add the logits processors, run the engine.
+
+        ``forced``: per row, token ids fed after the prompt as if the model had written them (e.g. a
+        reference transcript and the asr_ast separator); generation continues from there and returns only
+        the new ids. The CTC head cannot score a forced start, so joint decoding is off then.
+        """
+        net = self.network
+        feats, lengths = pad_features(list(features))
+        audio_len = [audio_tokens(int(n), self.downsample) for n in lengths]
+        prompt = self.prompts.prompt_ids(task)
+        prompts = [prompt] * len(audio_len) if forced is None else [prompt + list(ids) for ids in forced]
+        tokens = collate_tokens(audio_len, prompts, self.prompts.pad_id).to(self.device)
+        with torch.inference_mode():
+            states = net.encoder(feats.to(self.device, net.dtype), lengths.to(self.device))
+            embeds = net.embed(tokens, net.adapter(states))
+            processors = []
+            weight = self.ctc_weight(options)
+            if weight > 0 and task != "ast" and forced is None:  # ast writes no transcript for the CTC head
+                stop = self.separator_ids if task == "asr_ast" else set()
+                processors.append(CTCPrefixScorer(net.ctc_log_probs(states), lengths, weight, options.num_beams,
+                                                  end_ids={net.eos_id}, stop_ids=stop,
+                                                  pre_beam=options.ctc_candidates))
+            return self.engine.generate(embeds, tokens.attention_mask, options, max_new_tokens=max_new_tokens,
+                                        processors=processors, streamer=streamer)
+
+    def text_of(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def result(self, key: str, name: str, task: str, generation: Generation, duration: float | None) -> Result:
+        """A Result from one row's output: text, and for asr_ast the transcript / translation split."""
+        text = self.text_of(generation.ids)
+        res = Result(key=key, audio=name, task=task, text=text,
+                     duration=None if duration is None else round(duration, 3),
+                     token_ids=list(generation.ids), token_logprobs=[round(p, 5) for p in generation.logprobs])
+        if task == "asr_ast":
+            res.asr, res.ast = split_multitask(text)
+        return res
+
+    def decode(self, items: Sequence[Prepared], task: str, options: DecodingOptions, batch_size: int, *,
+               max_new_tokens: int | None = None,
+               on_batch: Callable[[list[Prepared], list[Result]], None] | None = None) -> list[Result]:
+        """Decode prepared inputs in length-sorted batches; returns Results in the order of ``items``.
+        ``on_batch(batch, results)`` is called after each batch (incremental output, statistics)."""
+        results: dict[int, Result] = {}
+        for batch in longest_first(list(enumerate(items)), batch_size, lambda e: e[1].features.shape[0]):
+            generations = self.generate([p.features for _, p in batch], task, options,
+                                        max_new_tokens=max_new_tokens)
+            done = [self.result(p.key, p.name, task, g, p.duration) for (_, p), g in zip(batch, generations)]
+            for (i, _), r in zip(batch, done):
+                results[i] = r
+            if on_batch is not None:
+                on_batch([p for _, p in batch], done)
+        return [results[i] for i in range(len(items))]
