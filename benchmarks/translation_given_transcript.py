@@ -23,8 +23,7 @@ from mooer.api import MooER
 from mooer.data.manifest import read_manifest
 from mooer.decoding import get_preset
 from mooer.evaluation.bleu import score_bleu
-from mooer.prompting import MULTITASK_SEPARATOR
-from mooer.tasks import split_multitask
+from mooer.tasks import MULTITASK_SEPARATOR, split_multitask
 
 DATA = Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / "data"
 

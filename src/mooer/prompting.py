@@ -16,8 +16,6 @@ from typing import Mapping, Sequence
 
 import torch
 
-from mooer.tasks import MULTITASK_SEPARATOR, TASKS, join_multitask, split_multitask  # noqa: F401 (re-exported)
-
 TEMPLATE = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
     "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 from mooer.evaluation import (
     METRICS,
     MISSING_POLICIES,
-    TASKS,
+    SCORED_TASKS,
     EvaluationError,
     evaluate,
     read_hypotheses,
@@ -65,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--ref", required=True, type=Path, metavar="REF", help="references (key-text or manifest .jsonl)")
     parser.add_argument("--hyp", required=True, type=Path, metavar="HYP", help="hypotheses (key-text, .tsv or .jsonl)")
-    parser.add_argument("--task", choices=TASKS, default=None,
+    parser.add_argument("--task", choices=SCORED_TASKS, default=None,
                         help="which text to score: asr transcript or ast translation "
                              "(default: ast for --metric bleu, else asr)")
     parser.add_argument("--metric", choices=METRICS, default="auto",

@@ -32,15 +32,8 @@ from torch.utils.data import Dataset
 
 from mooer.errors import AudioError
 from mooer.features import SAMPLE_RATE, FeatureExtractor, audio_tokens
-from mooer.prompting import (
-    MULTITASK_SEPARATOR,
-    TASKS,
-    PromptBuilder,
-    TokenBatch,
-    collate_tokens,
-    join_multitask,
-    pad_features,
-)
+from mooer.prompting import PromptBuilder, TokenBatch, collate_tokens, pad_features
+from mooer.tasks import MULTITASK_SEPARATOR, TASKS, join_multitask
 from mooer.data.augment import AugmentConfig, Augmenter
 from mooer.data.manifest import Utterance
 from mooer.data.sampler import padding_fraction

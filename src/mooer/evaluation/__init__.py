@@ -18,7 +18,7 @@ Modules: :mod:`~mooer.evaluation.wer` (tokenisation, alignment, official output)
 from mooer.evaluation.bleu import BleuResult, SentenceScore, score_bleu
 from mooer.evaluation.io import (
     REFERENCE_FIELDS,
-    TASKS,
+    SCORED_TASKS,
     Hypotheses,
     Task,
     read_hypotheses,
@@ -67,7 +67,7 @@ __all__ = [
     "Pairing",
     "REFERENCE_FIELDS",
     "SentenceScore",
-    "TASKS",
+    "SCORED_TASKS",
     "Task",
     "TokenizerOptions",
     "UtteranceScore",

@@ -34,7 +34,9 @@ from mooer.evaluation.pairing import EvaluationError
 from mooer.tasks import MULTITASK_SEPARATOR, split_multitask
 
 Task = Literal["asr", "ast"]
-TASKS: tuple[str, ...] = get_args(Task)
+#: What a hypothesis is scored as: a transcript (CER/WER) or a translation (BLEU); an asr_ast output is
+#: split into both. (The tasks a model decodes are :data:`mooer.tasks.TASKS`.)
+SCORED_TASKS: tuple[str, ...] = get_args(Task)
 
 #: manifest field holding the reference of each task
 REFERENCE_FIELDS: dict[str, str] = {"asr": "text", "ast": "translation"}
@@ -56,8 +58,8 @@ class Hypotheses:
 
 def check_task(task: str) -> Task:
     """Return ``task`` if it is ``asr`` or ``ast``, else raise ValueError."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    if task not in SCORED_TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {SCORED_TASKS}")
     return task  # type: ignore[return-value]
 
 
@@ -82,7 +84,7 @@ def task_text(text: str, task: Task) -> str:
     """The part of a hypothesis text that ``task`` scores (see the module docstring)."""
     if MULTITASK_SEPARATOR not in text:
         return text
-    return split_multitask(text)[TASKS.index(check_task(task))]
+    return split_multitask(text)[SCORED_TASKS.index(check_task(task))]
 
 
 def read_key_text(path: str | Path, *, unescape_text: bool = False) -> dict[str, str]:

@@ -26,8 +26,8 @@ from mooer.errors import AudioError, ConfigError
 from mooer.features import SAMPLE_RATE, FeatureExtractor, audio_tokens
 from mooer.inference.ctc_prefix import CTCPrefixScorer
 from mooer.inference.engines import Engine, Generation, HFEngine
-from mooer.prompting import MULTITASK_SEPARATOR, PromptBuilder, collate_tokens, pad_features
-from mooer.tasks import split_multitask
+from mooer.prompting import PromptBuilder, collate_tokens, pad_features
+from mooer.tasks import MULTITASK_SEPARATOR, split_multitask
 
 __all__ = ["Prepared", "Pipeline", "longest_first"]
 
