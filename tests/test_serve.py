@@ -480,11 +480,53 @@ def test_batcher_groups_by_task_sorts_by_length_and_skips_cancelled():
         for name, fut in futures.items():
             if name != "gone":
                 assert fut.result(10)[0] == int(name[1:])
-        # first gathered window: a5, b7, a9, gone (cancelled) → asr group sorted longest first, then ast
-        assert model.calls[1:3] == [("asr", [9, 5]), ("ast", [7])]
-        assert sorted(model.calls[3:]) == [("asr", [2]), ("asr", [3])]
+        # the oldest key first (asr/official: a5 a9 a2, sorted longest first; the cancelled job takes no
+        # slot), then ast, then asr/greedy
+        assert model.calls[1:] == [("asr", [9, 5, 2]), ("ast", [7]), ("asr", [3])]
         stats = batcher.stats()
-        assert stats["cancelled"] == 1 and stats["completed"] == 6 and stats["max_batch_size_seen"] == 2
+        assert stats["cancelled"] == 1 and stats["completed"] == 6 and stats["max_batch_size_seen"] == 3
+        assert stats["queued"] == 0 and stats["queued_audio_seconds"] == 0
+    finally:
+        model.release.set()
+        batcher.stop()
+
+
+def test_batcher_groups_mixed_traffic_before_the_cut():
+    """Interleaved asr/ast requests still make full batches (cutting first and splitting by task after
+    made many batches of one)."""
+    model = GatedModel()
+    batcher = MicroBatcher(model, window_ms=0, max_batch_size=4)
+    try:
+        blocker = batcher.submit(torch.zeros(1, 4), "asr", PRESETS["official"])
+        assert model.entered.wait(10)
+        futures = [batcher.submit(torch.zeros(10 + i, 4), ("asr", "ast")[i % 2], PRESETS["official"])
+                   for i in range(16)]
+        model.release.set()
+        blocker.result(10)
+        for f in futures:
+            f.result(10)
+        assert [len(sizes) for _, sizes in model.calls[1:]] == [4, 4, 4, 4]
+        assert [task for task, _ in model.calls[1:]] == ["asr", "ast", "asr", "ast"]
+    finally:
+        model.release.set()
+        batcher.stop()
+
+
+def test_batcher_bounds_queued_audio_and_estimates_retry_after():
+    model = GatedModel()
+    batcher = MicroBatcher(model, window_ms=0, max_batch_size=1, max_queued_audio_s=1.0)
+    try:
+        first = batcher.submit(torch.zeros(10, 4), "asr", PRESETS["official"])
+        assert model.entered.wait(10)  # running: no longer queued
+        a = batcher.submit(torch.zeros(10, 4), "asr", PRESETS["official"])  # 0.6 s queued
+        with pytest.raises(ServerBusy) as busy:
+            batcher.submit(torch.zeros(10, 4), "asr", PRESETS["official"])  # 1.2 s > 1.0 s
+        assert busy.value.retry_after >= 1.0
+        assert batcher.stats()["queued_audio_seconds"] == pytest.approx(0.6)
+        b = batcher.submit(torch.zeros(5, 4), "asr", PRESETS["official"])  # 0.9 s fits
+        model.release.set()
+        assert first.result(10) and a.result(10) and b.result(10)
+        assert batcher.stats()["rejected_busy"] == 1
     finally:
         model.release.set()
         batcher.stop()
@@ -582,3 +624,50 @@ def test_long_upload_is_segmented_and_timed(model):
         stream = http_.post("/v1/mooer/transcribe", files={"file": ("long.flac", buf.getvalue())},
                             data={"stream": "true"})
         assert stream.status_code == 400 and "stream" in stream.json()["error"]["message"]
+
+
+# ----------------------------------------------------------------------------- metrics and backpressure
+def test_metrics_are_scraped_in_prometheus_format(server):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.post(f"{server.url}/v1/audio/transcriptions", files={"file": ("zh1.wav", wav("zh1").read_bytes())},
+                   headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
+    assert r.status_code == 200
+    scrape = httpx.get(f"{server.url}/metrics")
+    assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(scrape.text)}
+    for name in ("mooer_queue_jobs", "mooer_queue_audio_seconds", "mooer_batch_size", "mooer_request_seconds",
+                 "mooer_requests_rejected", "process_resident_memory_bytes", "mooer_model_seconds_total"):
+        assert name in families, name
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert samples[("mooer_batch_size_count", ())] >= 1
+    assert samples[("mooer_request_seconds_count", (("task", "asr"),))] >= 1
+    assert samples[("process_resident_memory_bytes", ())] > 10e6
+
+
+def test_queue_bound_answers_503_with_retry_after_at_once(model):
+    """Past max_queued_audio_s a request is refused immediately, the accepted ones still finish, and the
+    refusal is counted at /metrics."""
+    import concurrent.futures
+
+    slow = SlowModel(model, delay=1.0)
+    app = create_app(slow, ServeSettings(max_queued_audio_s=1.0, max_batch_size=1, batch_window_ms=0))
+    data = wav("zh1").read_bytes()  # ~3 s of audio: one fits an empty queue, a second does not
+    with ServerThread(app) as srv:
+        def post():
+            t0 = time.monotonic()
+            r = httpx.post(f"{srv.url}/v1/audio/transcriptions", files={"file": ("zh1.wav", data)}, timeout=60)
+            return r, time.monotonic() - t0
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            outcomes = list(pool.map(lambda _: post(), range(4)))
+        codes = sorted(r.status_code for r, _ in outcomes)
+        assert 200 in codes and 503 in codes, codes
+        for r, seconds in outcomes:
+            if r.status_code == 503:
+                assert r.json()["error"]["code"] == "server_busy"
+                assert int(r.headers["retry-after"]) >= 1
+                assert seconds < 0.9  # refused at once, not after waiting for the model
+        scrape = httpx.get(f"{srv.url}/metrics").text
+        assert 'mooer_requests_rejected_total{reason="busy"}' in scrape
+        assert httpx.get(f"{srv.url}/health").json()["status"] == "ok"

@@ -56,6 +56,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"most requests per model call (default: {d.max_batch_size})")
     b.add_argument("--max-queue", type=int, default=d.max_queue,
                    help=f"most waiting requests; more get 503 (default: {d.max_queue})")
+    b.add_argument("--max-queued-audio", type=float, default=d.max_queued_audio_s, metavar="SECONDS",
+                   help=f"most seconds of audio waiting for the model; a request past it gets 503 with "
+                        f"Retry-After at once. Bounds the wait: about SECONDS x decoding speed (model seconds "
+                        f"per audio second, see /metrics). 0 = no bound (default: {d.max_queued_audio_s:g})")
     b.add_argument("--preset", choices=["official", "greedy"], default=d.default_preset,
                    help="decoding of the OpenAI endpoints when not streaming (default: official)")
     p.set_defaults(func=run)
@@ -85,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.model_name, api_key=args.api_key, max_upload_mb=args.max_upload_mb,
         max_audio_seconds=args.max_audio_seconds, batch_window_ms=args.batch_window_ms,
         max_batch_size=args.max_batch_size, max_queue=args.max_queue, timeout_s=args.timeout,
+        max_queued_audio_s=args.max_queued_audio or None,
         default_preset=args.preset)
     if settings.api_key is None and not _is_loopback(args.host):
         print(f"mooer: warning: listening on {args.host} without an API key; anyone who can reach it can use "

@@ -29,11 +29,14 @@ Endpoints
     "task", "preset", "duration"}``; with ``stream=true``, events ``{"delta"}`` and a final
     ``{"done": true, "text", "asr", "ast", ...}`` (greedy only, as in the official demo).
 
-``GET /v1/models``, ``GET /health`` (status, tasks, limits, batcher counters), ``GET /`` (the web page).
+``GET /v1/models``, ``GET /health`` (status, tasks, limits, batcher counters), ``GET /metrics``
+(Prometheus text: queue depth and audio seconds, batch sizes, latency, rejections, memory), ``GET /`` (the
+web page).
 
 Errors are JSON in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``: 400 bad input
 (empty, corrupt, not audio, too short, too long, bad field), 401 missing or wrong API key, 413 upload too
-large (rejected while it streams in: nothing beyond the limit is kept), 503 queue full, 504 timeout.
+large (rejected while it streams in: nothing beyond the limit is kept), 503 queue full (with ``Retry-After``;
+the queue is bounded by seconds of audio waiting, ``ServeSettings.max_queued_audio_s``), 504 timeout.
 Uploads are only ever held in memory; no server-side path is accepted.
 """
 
@@ -43,6 +46,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import queue
 import re
 import time
@@ -67,6 +71,8 @@ from mooer.inference.guards import compression_ratio
 from mooer.inference.longform import LongFormOptions, transcribe_long
 from mooer.output.subtitles import segments_from_result, to_srt, to_vtt
 from mooer.serving.batcher import MicroBatcher, ServerBusy, TokenStreamer
+from mooer.serving.memory import Trimmer, limit_arenas
+from mooer.serving.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from mooer.serving.settings import ServeSettings
 
 log = logging.getLogger("mooer.serving")
@@ -89,8 +95,9 @@ class ApiError(Exception):
     """An error answered as ``{"error": {...}}`` with an HTTP status."""
 
     def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 type_: str | None = None) -> None:
+                 type_: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
+        self.headers = dict(headers or {})
         self.status = status
         self.message = message
         self.code = code
@@ -101,8 +108,15 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+        headers = dict(self.headers)
+        if self.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse(self.body(), status_code=self.status, headers=headers or None)
+
+    @classmethod
+    def busy(cls, error: ServerBusy) -> "ApiError":
+        return cls(503, f"Server busy: {error}", code="server_busy",
+                   headers={"Retry-After": str(max(1, math.ceil(error.retry_after)))})
 
 
 async def _send_error(send: Callable[[dict], Awaitable[None]], error: ApiError) -> None:
@@ -255,10 +269,11 @@ def _openai_segments(result: Result) -> list[dict[str, Any]]:
 class _Service:
     """The request-side pipeline shared by every endpoint: read, featurise, queue, wait, format."""
 
-    def __init__(self, model: Any, settings: ServeSettings, batcher: MicroBatcher) -> None:
+    def __init__(self, model: Any, settings: ServeSettings, batcher: MicroBatcher, metrics: ServerMetrics) -> None:
         self.model = model
         self.settings = settings
         self.batcher = batcher
+        self.metrics = metrics
         self.long_form = LongFormOptions()  # uploads over 30 s: VAD segments, each a job of the batcher
 
     # ----------------------------------------------------------------------------------------- input
@@ -313,17 +328,23 @@ class _Service:
         try:
             return self.batcher.submit(item.features, task, PRESETS[preset], streamer=streamer)
         except ServerBusy as e:
-            raise ApiError(503, f"Server busy: {e}", code="server_busy") from None
+            self.metrics.rejected.labels("busy").inc()
+            raise ApiError.busy(e) from None
 
     def result(self, item: _Upload, task: str, generation: Generation) -> Result:
         return self.model.pipeline.result(Path(item.name).stem, item.name, task, generation, item.duration)
 
     def _decode_segments(self, features, task: str, options, budget: int) -> list[list[int]]:
         """Long uploads (in a worker thread): queue each segment on the batcher and wait for all."""
+        futures = []
         try:
-            futures = [self.batcher.submit(f, task, options.replace(max_new_tokens=budget)) for f in features]
+            for f in features:
+                futures.append(self.batcher.submit(f, task, options.replace(max_new_tokens=budget)))
         except ServerBusy as e:
-            raise ApiError(503, f"Server busy: {e}", code="server_busy") from None
+            for future in futures:  # the request fails as a whole: free the queue of its other segments
+                future.cancel()
+            self.metrics.rejected.labels("busy").inc()
+            raise ApiError.busy(e) from None
         return [f.result(timeout=self.settings.timeout_s).ids for f in futures]
 
     def _run_long(self, item: _Upload, task: str, preset: str) -> Result:
@@ -341,12 +362,16 @@ class _Service:
             generation = await asyncio.wrap_future(self.submit(item, task, preset))  # cancelled with this task
             return self.result(item, task, generation)
 
-        return await self.within_timeout(work())
+        started = time.monotonic()
+        result = await self.within_timeout(work())
+        self.metrics.latency.labels(task).observe(time.monotonic() - started)
+        return result
 
     async def within_timeout(self, coro: Awaitable[Any]) -> Any:
         try:
             return await asyncio.wait_for(coro, timeout=self.settings.timeout_s)
         except asyncio.TimeoutError:
+            self.metrics.rejected.labels("timeout").inc()
             raise ApiError(504, f"The request took longer than {self.settings.timeout_s:g} s.",
                            code="timeout") from None
 
@@ -399,9 +424,18 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
     and stopped at shutdown); ``app.state`` holds ``model``, ``settings`` and ``batcher``.
     """
     settings = settings or ServeSettings()
+    limit_arenas()
     batcher = MicroBatcher(model.pipeline, window_ms=settings.batch_window_ms, max_batch_size=settings.max_batch_size,
-                           max_queue=settings.max_queue)
-    service = _Service(model, settings, batcher)
+                           max_queue=settings.max_queue, max_queued_audio_s=settings.max_queued_audio_s)
+    metrics = ServerMetrics(batcher, settings.max_batch_size)
+    trimmer = Trimmer(idle=lambda: batcher.stats()["queued"] == 0)
+
+    def after_batch(size: int, seconds: float) -> None:
+        metrics.batch_size.observe(size)
+        trimmer()
+
+    batcher.on_batch = after_batch
+    service = _Service(model, settings, batcher, metrics)
     default_task = "asr_ast" if "asr_ast" in model.tasks else model.default_task
 
     @asynccontextmanager
@@ -418,6 +452,7 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
     app.state.model = model
     app.state.settings = settings
     app.state.batcher = batcher
+    app.state.metrics = metrics
     app.state.started = time.time()
     app.add_middleware(_Guard, settings=settings)
 
@@ -457,6 +492,11 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
                 "tasks": model.tasks, "default_task": default_task, "device": str(getattr(model, "device", "")),
                 "uptime_s": round(time.time() - app.state.started, 1), "limits": settings.public(),
                 "batcher": batcher.stats()}
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        """Queue, batches, latency, rejections and memory in Prometheus text format."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     def _model_card() -> dict:
         return {"id": settings.model_name, "object": "model", "created": int(app.state.started),

@@ -1,11 +1,12 @@
 """Micro-batching: concurrent requests gathered into one model call, by one worker thread.
 
 The server featurises each upload in its own request (so bad input fails early with a 4xx) and hands the
-features to :class:`MicroBatcher`. A single worker thread owns the model. It takes the first waiting job,
-keeps collecting for ``window_ms`` (or until ``max_batch_size`` jobs are waiting), groups the jobs by
-``(task, decoding options)`` (one prompt and one generation config per model call), sorts each group by
-length (longest first, as :meth:`mooer.api.MooER.transcribe` does, so little padding is decoded) and runs
-:meth:`mooer.api.MooER.decode_batch` once per chunk of at most ``max_batch_size``.
+features to :class:`MicroBatcher`. A single worker thread owns the model. Jobs wait in one queue per
+``(task, decoding options)`` (one prompt and one generation config per model call); the worker takes the
+queue whose oldest job has waited longest, waits up to ``window_ms`` for it to fill to ``max_batch_size``,
+sorts the batch by length (longest first, as :meth:`mooer.api.MooER.transcribe` does, so little padding is
+decoded) and runs :meth:`mooer.inference.pipeline.Pipeline.generate` on it. Grouping *before* the cut
+keeps batches full under mixed traffic (cutting first, then splitting by task, made many batches of one).
 
 Batched and single decoding give the same tokens (the batch layout is padding-invariant; the golden
 fixtures check it), so a request's answer does not depend on its neighbours.
@@ -17,10 +18,9 @@ the streamers only support one row.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
@@ -44,11 +44,15 @@ class DecodingModel(Protocol):
 
 
 class ServerBusy(Exception):
-    """The queue of waiting requests is full."""
+    """The queue is full; ``retry_after`` is an estimate (seconds) of when it will have room again."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StreamCancelled(Exception):
-    """Raised inside generation when the client of a streamed request went away."""
+    """Raised inside generation when a streaming client went away."""
 
 
 class TokenStreamer(TextIteratorStreamer):
@@ -80,6 +84,10 @@ class TokenStreamer(TextIteratorStreamer):
             self.wake()
 
 
+#: Seconds of audio per feature frame (LFR: one frame every 6 × 10 ms).
+FRAME_SECONDS = 0.06
+
+
 @dataclass
 class _Job:
     features: torch.Tensor
@@ -90,8 +98,14 @@ class _Job:
     enqueued: float = field(default_factory=time.monotonic)
 
     @property
-    def key(self) -> tuple[str, DecodingOptions]:
-        return self.task, self.options
+    def key(self) -> tuple:
+        """Jobs with the same key can share a model call (one prompt, one generation config); a streaming
+        job has a key of its own (streamers take one row)."""
+        return (self.task, self.options) if self.streamer is None else ("stream", id(self))
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.features.shape[0] * FRAME_SECONDS
 
 
 @dataclass
@@ -105,26 +119,40 @@ class _Stats:
     streams: int = 0
     max_batch_size: int = 0
     model_seconds: float = 0.0
+    audio_seconds: float = 0.0  # audio decoded (completed jobs)
     batch_sizes: Counter = field(default_factory=Counter)
 
 
 class MicroBatcher:
     """Gathers concurrent decoding requests into batched model calls on one worker thread.
 
-    >>> batcher = MicroBatcher(model, window_ms=20, max_batch_size=8)   # doctest: +SKIP
-    >>> ids = batcher.submit(features, "asr", PRESETS["official"]).result()   # doctest: +SKIP
+    Waiting jobs are kept in one FIFO per key (task, options), so mixed traffic still makes full batches:
+    the worker serves the key whose oldest job has waited longest, and takes up to ``max_batch_size`` of
+    its jobs. The queue is bounded by work, not by count: ``max_queued_audio_s`` seconds of audio (and
+    ``max_queue`` jobs); past either bound :meth:`submit` raises :class:`ServerBusy` at once, with a
+    ``retry_after`` estimated from the measured decoding speed.
+
+    >>> batcher = MicroBatcher(pipeline, window_ms=20, max_batch_size=8)   # doctest: +SKIP
+    >>> generation = batcher.submit(features, "asr", PRESETS["official"]).result()   # doctest: +SKIP
     """
 
     def __init__(self, model: DecodingModel, *, window_ms: float = 20.0, max_batch_size: int = 8,
-                 max_queue: int = 256) -> None:
+                 max_queue: int = 256, max_queued_audio_s: float | None = None,
+                 on_batch: Any = None) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.model = model
         self.window = max(0.0, window_ms) / 1000.0
         self.max_batch_size = max_batch_size
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self.max_queued_audio_s = max_queued_audio_s
+        self.on_batch = on_batch  # called (size, seconds) after each model call, e.g. to trim memory
+        self._pending: dict[tuple, deque[_Job]] = {}
+        self._queued_jobs = 0
+        self._queued_audio = 0.0
         self._stats = _Stats()
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._busy_since: float | None = None
@@ -144,19 +172,17 @@ class MicroBatcher:
         thread = self._thread
         if thread is None:
             return
-        self._stopping.set()
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass
+        with self._wake:
+            self._stopping.set()
+            self._wake.notify_all()
         thread.join(timeout)
         self._thread = None
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None and job.future.set_running_or_notify_cancel():
+        with self._lock:
+            waiting = [job for jobs in self._pending.values() for job in jobs]
+            self._pending.clear()
+            self._queued_jobs, self._queued_audio = 0, 0.0
+        for job in waiting:
+            if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(RuntimeError("the server is shutting down"))
 
     @property
@@ -164,25 +190,40 @@ class MicroBatcher:
         return self._thread is not None and self._thread.is_alive()
 
     # ------------------------------------------------------------------------------------------ submit
+    def seconds_per_audio_second(self) -> float:
+        """Measured model seconds per second of audio decoded (0 until something was decoded)."""
+        s = self._stats
+        return s.model_seconds / s.audio_seconds if s.audio_seconds else 0.0
+
+    def _retry_after(self) -> float:
+        speed = self.seconds_per_audio_second()
+        return max(1.0, round(self._queued_audio * speed, 1)) if speed else 1.0
+
     def submit(self, features: torch.Tensor, task: str, options: DecodingOptions,
                streamer: Any = None) -> Future:
-        """Queue one featurised input; the future resolves to its generated ids (EOS included).
+        """Queue one featurised input; the future resolves to the model's output for it (a ``Generation``).
 
         Cancelling the future before the job runs removes it from its batch. With ``streamer`` the job
-        runs alone and feeds the streamer as tokens are generated. Raises :class:`ServerBusy` when
-        ``max_queue`` jobs are already waiting.
+        runs alone and feeds the streamer as tokens are generated. Raises :class:`ServerBusy` when the
+        queue is full (``max_queue`` jobs or ``max_queued_audio_s`` seconds of audio waiting).
         """
         if not self.running:
             self.start()
         job = _Job(features, task, options, Future(), streamer)
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            with self._lock:
+        with self._wake:
+            over_count = self._queued_jobs >= self.max_queue
+            over_audio = (self.max_queued_audio_s is not None and self._queued_jobs > 0
+                          and self._queued_audio + job.audio_seconds > self.max_queued_audio_s)
+            if over_count or over_audio:
                 self._stats.rejected_busy += 1
-            raise ServerBusy(f"{self._queue.maxsize} requests are already waiting; try again later") from None
-        with self._lock:
+                what = (f"{self._queued_jobs} requests" if over_count
+                        else f"{self._queued_audio:.0f} s of audio")
+                raise ServerBusy(f"{what} already waiting; try again later", self._retry_after())
+            self._pending.setdefault(job.key, deque()).append(job)
+            self._queued_jobs += 1
+            self._queued_audio += job.audio_seconds
             self._stats.submitted += 1
+            self._wake.notify()
         return job.future
 
     def stats(self) -> dict[str, Any]:
@@ -192,7 +233,8 @@ class MicroBatcher:
             busy = s.model_seconds + (time.monotonic() - self._busy_since if self._busy_since else 0.0)
             return {
                 "running": self.running,
-                "queued": self._queue.qsize(),
+                "queued": self._queued_jobs,
+                "queued_audio_seconds": round(self._queued_audio, 3),
                 "submitted": s.submitted,
                 "completed": s.completed,
                 "failed": s.failed,
@@ -203,61 +245,58 @@ class MicroBatcher:
                 "max_batch_size_seen": s.max_batch_size,
                 "batch_size_histogram": {str(k): v for k, v in sorted(s.batch_sizes.items())},
                 "model_seconds": round(busy, 3),
+                "audio_seconds": round(s.audio_seconds, 3),
                 "window_ms": self.window * 1000.0,
                 "max_batch_size": self.max_batch_size,
+                "max_queued_audio_s": self.max_queued_audio_s,
             }
 
     # -------------------------------------------------------------------------------------------- work
-    def _gather(self, first: _Job) -> list[_Job]:
-        """The first job plus whatever arrives within the window, up to ``max_batch_size`` batchable jobs."""
-        jobs = [first]
-        if first.streamer is not None:
-            return jobs
-        deadline = time.monotonic() + self.window
-        batchable = 1
-        while batchable < self.max_batch_size:
-            remaining = deadline - time.monotonic()
-            try:
-                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:  # stop sentinel: finish what was gathered first
-                self._queue.put(None)
-                break
-            jobs.append(job)
-            if job.streamer is None:
-                batchable += 1
-        return jobs
+    def _take(self) -> list[_Job] | None:
+        """Wait for work; return the next batch (None when stopping). Called with no lock held.
+
+        The key whose oldest job has waited longest goes first. Its batch is cut once it holds
+        ``max_batch_size`` live jobs or the oldest job has waited ``window_ms``; cancelled jobs are dropped
+        without taking a slot.
+        """
+        with self._wake:
+            while True:
+                if self._stopping.is_set():
+                    return None
+                if not self._pending:
+                    self._wake.wait(0.5)
+                    continue
+                key, jobs = min(self._pending.items(), key=lambda kv: kv[1][0].enqueued)
+                live = sum(1 for j in jobs if not j.future.cancelled())
+                wait = jobs[0].enqueued + self.window - time.monotonic()
+                if key[0] != "stream" and live < self.max_batch_size and wait > 0:
+                    self._wake.wait(wait)  # a little longer for the batch to fill
+                    continue
+                batch: list[_Job] = []
+                while jobs and len(batch) < self.max_batch_size:
+                    job = jobs.popleft()
+                    self._queued_jobs -= 1
+                    self._queued_audio -= job.audio_seconds
+                    if job.future.set_running_or_notify_cancel():
+                        batch.append(job)
+                    else:
+                        self._stats.cancelled += 1
+                if not jobs:
+                    del self._pending[key]
+                if not self._pending:
+                    self._queued_audio = 0.0  # no float drift once empty
+                if batch:
+                    return batch
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                first = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if first is None:
+        while True:
+            batch = self._take()
+            if batch is None:
                 break
-            jobs = self._gather(first)
-            groups: dict[tuple[str, DecodingOptions], list[_Job]] = {}
-            streams: list[_Job] = []
-            for job in jobs:
-                if job.streamer is not None:
-                    streams.append(job)
-                else:
-                    groups.setdefault(job.key, []).append(job)
-            for group in groups.values():  # dicts keep insertion order: the oldest group first
-                group.sort(key=lambda j: -j.features.shape[0])
-                for start in range(0, len(group), self.max_batch_size):
-                    self._decode(group[start : start + self.max_batch_size])
-            for job in streams:
-                self._decode([job])
+            batch.sort(key=lambda j: -j.features.shape[0])  # longest first: the padding layout of transcribe
+            self._decode(batch)
 
-    def _decode(self, jobs: list[_Job]) -> None:
-        live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
-        with self._lock:
-            self._stats.cancelled += len(jobs) - len(live)
-        if not live:
-            return
+    def _decode(self, live: list[_Job]) -> None:
         streamer = live[0].streamer if len(live) == 1 else None
         t0 = time.monotonic()
         with self._lock:
@@ -273,19 +312,23 @@ class MicroBatcher:
             for j in live:
                 j.future.set_exception(exc)
             with self._lock:
-                self._record(len(live), t0, streamer, ok=False, cancelled=isinstance(exc, StreamCancelled))
+                self._record(live, t0, streamer, ok=False, cancelled=isinstance(exc, StreamCancelled))
             return
-        for j, ids in zip(live, rows):
-            j.future.set_result(ids)
+        for j, row in zip(live, rows):
+            j.future.set_result(row)
         with self._lock:
-            self._record(len(live), t0, streamer, ok=True)
+            self._record(live, t0, streamer, ok=True)
+        if self.on_batch is not None:
+            self.on_batch(len(live), time.monotonic() - t0)
 
-    def _record(self, size: int, t0: float, streamer: Any, ok: bool, cancelled: bool = False) -> None:
+    def _record(self, jobs: list[_Job], t0: float, streamer: Any, ok: bool, cancelled: bool = False) -> None:
         s = self._stats
+        size = len(jobs)
         s.model_seconds += time.monotonic() - t0
         self._busy_since = None
         if ok:
             s.completed += size
+            s.audio_seconds += sum(j.audio_seconds for j in jobs)
         elif cancelled:
             s.cancelled += size
         else:

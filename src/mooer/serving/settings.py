@@ -29,7 +29,12 @@ class ServeSettings:
             segment per piece); streaming takes at most 30 s.
         batch_window_ms: how long the batcher waits for more requests after the first one arrives.
         max_batch_size: most requests decoded in one model call.
-        max_queue: most requests waiting for the model; more get 503 ``server_busy``.
+        max_queue: most requests waiting for the model; more get 503 ``server_busy`` with ``Retry-After``.
+        max_queued_audio_s: most seconds of audio waiting for the model; a request that would exceed it gets
+            503 ``server_busy`` with ``Retry-After`` at once. This bounds the wait of accepted requests:
+            wait ≈ queued audio × decoding speed (model seconds per audio second, ``mooer_model_seconds_total``
+            / ``mooer_decoded_audio_seconds_total`` at ``/metrics``). Size it as target wait / speed, e.g.
+            10 s target at 0.05 s per audio second → 200 s. None = bounded by ``max_queue`` only.
         timeout_s: a request not answered within this many seconds gets 504 (a streamed one ends
             with an error event when no token arrives for this long).
         default_preset: decoding preset of the OpenAI endpoints when they do not stream.
@@ -42,6 +47,7 @@ class ServeSettings:
     batch_window_ms: float = 20.0
     max_batch_size: int = 8
     max_queue: int = 256
+    max_queued_audio_s: float | None = 300.0
     timeout_s: float = 120.0
     default_preset: str = "official"
 
@@ -56,6 +62,8 @@ class ServeSettings:
             raise ConfigError("max_batch_size must be >= 1")
         if self.max_queue < 1:
             raise ConfigError("max_queue must be >= 1")
+        if self.max_queued_audio_s is not None and self.max_queued_audio_s <= 0:
+            raise ConfigError("max_queued_audio_s must be > 0 (or None for no bound)")
         if self.timeout_s <= 0:
             raise ConfigError("timeout_s must be > 0")
         if self.api_key is not None and not self.api_key.strip():
