@@ -92,8 +92,25 @@ def test_write_results_escapes_multitask_newline():
     r = Result(key="k", audio="k.wav", task="asr_ast", text="你好\nhello\tthere", asr="你好", ast="hello")
     buf = io.StringIO()
     write_results([r], "tsv", buf)
-    assert buf.getvalue() == "k\t你好\\nhello there\n"
+    assert buf.getvalue() == "k\t你好\\nhello\\tthere\n"  # the tab escaped too: read back exactly
     buf = io.StringIO()
     write_results([r], "jsonl", buf)
     row = json.loads(buf.getvalue())
     assert row["asr"] == "你好" and row["ast"] == "hello" and row["text"] == "你好\nhello\tthere"
+
+
+def test_subtitle_files_through_the_subtitles_writer(tmp_path, capsys):
+    from mooer.cli.transcribe import write_subtitle_files
+    from mooer.decoding import Result
+
+    long = Result(key="long", audio="long.wav", task="asr_ast", text="你好\nhello. 再见\nbye.", duration=9.0,
+                  segments=[{"start": 0.5, "end": 2.0, "text": "你好 \n hello.", "asr": "你好", "ast": "hello."},
+                            {"start": 4.0, "end": 6.25, "text": "再见\nbye.", "asr": "再见", "ast": "bye."}])
+    short = Result(key="short", audio="short.wav", task="asr", text="a < b", duration=1.5)
+    failed = Result(key="bad", audio="bad.wav", task="asr", error="AudioError: cannot decode")
+    write_subtitle_files([long, short, failed], "srt", str(tmp_path / "subs"), several=True)
+    assert sorted(p.name for p in (tmp_path / "subs").iterdir()) == ["long.srt", "short.srt"]
+    assert (tmp_path / "subs" / "long.srt").read_text(encoding="utf-8") == (
+        "1\n00:00:00,500 --> 00:00:02,000\n你好\nhello.\n\n2\n00:00:04,000 --> 00:00:06,250\n再见\nbye.\n")
+    write_subtitle_files([short], "vtt", None, several=False)
+    assert capsys.readouterr().out == "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\na &lt; b\n"

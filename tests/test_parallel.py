@@ -14,6 +14,7 @@ from fixtures_path import AUDIO, CLIPS, OFFICIAL_TINY
 from mooer.decoding import Result
 from mooer.distributed import DistInfo, dist_info, shard
 from mooer.inference.sharded import rank_file, read_records, run_sharded
+from mooer.output.formats import write_results
 
 # greedy, short outputs: the point is the bookkeeping, not the decoding
 DECODE = ["--model", str(OFFICIAL_TINY), "--device", "cpu", "--task", "ast", "--preset", "greedy",
@@ -52,16 +53,17 @@ def test_read_records_skips_cut_lines_errors_and_reads_tsv(tmp_path):
 
 
 class FakeModel:
-    """transcribe() that writes 'text of KEY' and counts what it was asked to decode."""
+    """transcribe() that writes 'text of KEY' (or ``texts[KEY]``) and counts what it was asked to decode."""
 
-    def __init__(self, fail_after: int | None = None):
+    def __init__(self, fail_after: int | None = None, texts: dict[str, str] | None = None):
         self.decoded: list[str] = []
         self.fail_after = fail_after
+        self.texts = texts or {}
 
     def transcribe(self, paths, *, keys, on_results, batch_size=2, **kwargs):
         out = []
         for start in range(0, len(paths), batch_size):
-            batch = [Result(key=k, audio=p, task="asr", text=f"text of {k}")
+            batch = [Result(key=k, audio=p, task="asr", text=self.texts.get(k, f"text of {k}"))
                      for p, k in zip(paths[start : start + batch_size], keys[start : start + batch_size])]
             if self.fail_after is not None and len(self.decoded) >= self.fail_after:
                 raise KeyboardInterrupt  # an interruption mid-run
@@ -97,6 +99,33 @@ def test_run_sharded_interrupted_then_resumed(tmp_path):
     before = output.read_text()
     run_sharded(model, paths, keys, output, write=_write_jsonl, resume=True, log=None)
     assert model.decoded == [] and output.read_text() == before
+
+
+def test_resume_keeps_escaped_texts_exactly(tmp_path):
+    """tsv output, resumed twice: from the jsonl rank file of an interrupted run, then from the tsv itself;
+    texts with a literal backslash-n, backslashes, tabs and newlines come back unchanged."""
+    texts = {"u0": r"C:\new\table", "u1": "trailing \\", "u2": "两行\n第二行", "u3": "a\tb\r\nc",
+             "u4": "🎉 \\\\n"}
+    keys = list(texts)
+    paths = [f"/a/{k}.wav" for k in keys]
+    output = tmp_path / "hyp.tsv"
+
+    def write_tsv(results, out):
+        write_results(results, "tsv", out)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sharded(FakeModel(fail_after=2, texts=texts), paths, keys, output, write=write_tsv, resume=True,
+                    log=None)
+    model = FakeModel(texts=texts)
+    results = run_sharded(model, paths, keys, output, write=write_tsv, resume=True, log=None)
+    assert model.decoded == ["u2", "u3", "u4"]
+    assert {r.key: r.text for r in results} == texts
+    first = output.read_text(encoding="utf-8")
+    model = FakeModel()  # would write other texts: nothing may be decoded again
+    results = run_sharded(model, paths, keys, output, write=write_tsv, resume=True, log=None)
+    assert model.decoded == []
+    assert {r.key: r.text for r in results} == texts
+    assert output.read_text(encoding="utf-8") == first
 
 
 # ------------------------------------------------------------------------------------ real processes

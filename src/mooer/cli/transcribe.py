@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Iterable, TextIO
 
 from mooer.cli.common import add_model_arguments, load_model
+from mooer.output.formats import iter_key_text, write_results
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aac", ".wma", ".webm", ".mp4", ".mkv",
                     ".mov"}
@@ -32,7 +31,7 @@ decoded segment by segment with repetition guards, and stitched; --format srt/vt
 
 formats:
   text   the text of each input, one per line (multitask output keeps its newline)
-  tsv    key<TAB>text, newlines escaped as \\n
+  tsv    key<TAB>text, backslashes, newlines, tabs and carriage returns escaped as \\\\, \\n, \\t, \\r
   jsonl  one JSON object per input: key, audio, task, text (+ asr, ast for asr_ast; segments for long
          inputs; error if it failed)
   srt, vtt  subtitles (one cue per VAD segment; a short input is one cue); for asr_ast the cues hold
@@ -106,31 +105,13 @@ def gather_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
             keys.append(path.stem)
             paths.append(str(path))
     if args.scp:
-        with open(args.scp, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                parts = line.strip().split(maxsplit=1)
-                if not parts:
-                    continue
-                if len(parts) != 2:
-                    print(f"mooer: warning: {args.scp}:{n}: expected 'key path', skipped", file=sys.stderr)
-                    continue
-                keys.append(parts[0])
-                paths.append(parts[1])
+        for n, key, path in iter_key_text(args.scp):
+            if not path:
+                print(f"mooer: warning: {args.scp}:{n}: expected 'key path', skipped", file=sys.stderr)
+                continue
+            keys.append(key)
+            paths.append(path)
     return keys, paths
-
-
-def write_results(results: Iterable, fmt: str, out: TextIO) -> None:
-    for r in results:
-        if fmt == "jsonl":
-            out.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
-        elif r.error is not None:
-            continue  # errors go to stderr in the plain formats
-        elif fmt == "tsv":
-            text = r.text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", " ")
-            out.write(f"{r.key}\t{text}\n")
-        else:
-            out.write(r.text + "\n")
-        out.flush()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -214,23 +195,17 @@ def long_form_options(args: argparse.Namespace):
 
 def write_subtitle_files(results, fmt: str, output: str | None, several: bool) -> None:
     """One SRT/WebVTT document per successful result: stdout, the --output file, or DIR/<key>.<fmt>."""
-    from mooer.output.subtitles import segments_from_result, to_srt, to_vtt
+    from mooer.output.subtitles import render_subtitles, write_subtitles
 
-    render = to_srt if fmt == "srt" else to_vtt
     for r in results:
         if r.error:
             continue
-        segments = segments_from_result(r)
-        if r.task == "asr_ast":
-            for seg, part in zip(segments, r.segments or [{"asr": r.asr, "ast": r.ast}]):
-                seg["text"] = f"{part.get('asr', '')}\n{part.get('ast', '')}".strip()
-        text = render(segments)
         if output is None:
-            sys.stdout.write(text)
+            sys.stdout.write(render_subtitles(r, fmt))
         else:
             path = Path(output) / f"{r.key}.{fmt}" if several else Path(output)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            write_subtitles(r, path, fmt)
 
 
 def _report(results) -> int:

@@ -28,6 +28,7 @@ from mooer.errors import AudioError
 from mooer.data.manifest import Utterance
 from mooer.data.shard_writer import ShardWriter
 from mooer.data.shards import ShardError, index_shard, open_member, read_member, read_shard_list
+from mooer.output.formats import read_key_text
 
 __all__ = ["PrepareResult", "target_text", "read_key_text", "prepare_kaldi", "prepare_shards", "pack"]
 
@@ -63,17 +64,6 @@ class PrepareResult:
 def target_text(text: str) -> str:
     """A transcript as the model learns it: ``▁`` → space, surrounding whitespace stripped."""
     return text.replace(WORD_SEPARATOR, " ").strip()
-
-
-def read_key_text(path: PathLike) -> dict[str, str]:
-    """A Kaldi-style ``key text`` table (split once; blank lines ignored; a key alone maps to "")."""
-    table: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.strip().split(maxsplit=1)
-            if parts:
-                table[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return table
 
 
 def _translations(path: Optional[PathLike]) -> dict[str, str]:

@@ -22,12 +22,10 @@ from mooer.evaluation.io import (
     Hypotheses,
     Task,
     read_hypotheses,
-    read_key_text,
     read_references,
     reference_field,
     split_multitask,
     task_text,
-    unescape,
 )
 from mooer.evaluation.pairing import (
     MISSING_POLICIES,
@@ -51,6 +49,7 @@ from mooer.evaluation.wer import (
     strip_tags,
     token_cluster,
 )
+from mooer.output.formats import read_key_text, unescape  # the readers of key-text and tsv files
 
 __all__ = [
     "Alignment",

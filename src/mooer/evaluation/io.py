@@ -3,11 +3,12 @@
 Accepted inputs (the format is chosen by file suffix: ``.jsonl``, ``.json`` and ``.ndjson`` are JSON lines,
 anything else is a key-text file):
 
-- **Kaldi-style key-text files** (``text`` files, ``testing.py`` output): one ``key<space or tab>text`` per
-  line, split once; the text may be empty (a key alone is an empty hypothesis, scored as all deletions).
-  Blank lines are skipped, a UTF-8 BOM is ignored, duplicate keys keep the last line.
-- **tsv output of** ``mooer transcribe`` (suffix ``.tsv``): a key-text file whose texts escape newlines; the
-  escapes ``\\n``, ``\\t``, ``\\r`` and ``\\\\`` are undone (:func:`unescape`).
+- **Kaldi-style key-text files** (``text`` files, ``testing.py`` output; :func:`mooer.output.formats.read_key_text`):
+  one ``key<space or tab>text`` per line, split once; the text may be empty (a key alone is an empty
+  hypothesis, scored as all deletions). Blank lines are skipped, a UTF-8 BOM is ignored, duplicate keys keep
+  the last line.
+- **tsv output of** ``mooer transcribe`` (suffix ``.tsv``): a key-text file whose texts are escaped; the
+  escapes ``\\n``, ``\\t``, ``\\r`` and ``\\\\`` are undone (:func:`mooer.output.formats.unescape`).
 - **jsonl output of** ``mooer transcribe``: records with ``key`` and ``text``; multitask records also carry
   ``asr`` and ``ast``. A record with a non-empty ``error`` field is a failed transcription: it becomes a
   *failed* key (counted, and treated as a missing hypothesis).
@@ -24,13 +25,13 @@ without a newline is used whole for either task (single-task model output).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
 from mooer.evaluation.pairing import EvaluationError
+from mooer.output.formats import read_key_text
 from mooer.tasks import MULTITASK_SEPARATOR, split_multitask
 
 Task = Literal["asr", "ast"]
@@ -42,10 +43,6 @@ SCORED_TASKS: tuple[str, ...] = get_args(Task)
 REFERENCE_FIELDS: dict[str, str] = {"asr": "text", "ast": "translation"}
 
 JSONL_SUFFIXES = frozenset({".jsonl", ".json", ".ndjson"})
-
-_KEY_TEXT_RE = re.compile(r"[ \t]*([^ \t]+)(?:[ \t](.*))?")
-_ESCAPE_RE = re.compile(r"\\([\\ntr])")
-_UNESCAPED = {"\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
 
 
 @dataclass(frozen=True)
@@ -73,32 +70,11 @@ def is_jsonl(path: str | Path) -> bool:
     return Path(path).suffix.lower() in JSONL_SUFFIXES
 
 
-def unescape(text: str) -> str:
-    """Undo the escaping of ``mooer transcribe`` tsv output: ``\\n``, ``\\t``, ``\\r``, ``\\\\``."""
-    if "\\" not in text:
-        return text
-    return _ESCAPE_RE.sub(lambda m: _UNESCAPED[m.group(1)], text)
-
-
 def task_text(text: str, task: Task) -> str:
     """The part of a hypothesis text that ``task`` scores (see the module docstring)."""
     if MULTITASK_SEPARATOR not in text:
         return text
     return split_multitask(text)[SCORED_TASKS.index(check_task(task))]
-
-
-def read_key_text(path: str | Path, *, unescape_text: bool = False) -> dict[str, str]:
-    """Read a ``key text`` file into an ordered ``key -> text`` dict."""
-    out: dict[str, str] = {}
-    with open(path, encoding="utf-8-sig") as f:
-        for line in f:
-            line = line.rstrip("\r\n")
-            match = _KEY_TEXT_RE.fullmatch(line)
-            if match is None:  # blank line
-                continue
-            key, text = match.group(1), (match.group(2) or "").strip()
-            out[key] = unescape(text) if unescape_text else text
-    return out
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -135,7 +111,7 @@ def _record_text(record: dict, name: str, where: str) -> str:
 def read_references(path: str | Path, task: Task = "asr") -> dict[str, str]:
     """References by key from a key-text file or a manifest (field per :func:`reference_field`)."""
     if not is_jsonl(path):
-        return read_key_text(path, unescape_text=Path(path).suffix.lower() == ".tsv")
+        return read_key_text(path, escaped=Path(path).suffix.lower() == ".tsv")
     name = reference_field(task)
     refs: dict[str, str] = {}
     for lineno, record in iter_jsonl(path):
@@ -149,7 +125,7 @@ def read_hypotheses(path: str | Path, task: Task = "asr") -> Hypotheses:
     """Hypotheses by key from a key-text file, a ``.tsv`` or the jsonl of ``mooer transcribe``."""
     check_task(task)
     if not is_jsonl(path):
-        raw = read_key_text(path, unescape_text=Path(path).suffix.lower() == ".tsv")
+        raw = read_key_text(path, escaped=Path(path).suffix.lower() == ".tsv")
         return Hypotheses({key: task_text(text, task) for key, text in raw.items()})
     texts: dict[str, str] = {}
     failed: dict[str, str] = {}

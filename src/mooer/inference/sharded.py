@@ -13,7 +13,7 @@ Every rank:
 2. waits for the others (a gloo barrier), so that all ranks agree on what is left;
 3. takes its strided shard of what is left (input ``i`` goes to rank ``i % world_size``) and decodes it in
    windows of ``window`` inputs (length-sorted batches inside each window), appending one JSON line per
-   result to ``OUTPUT.rank{r}`` and flushing after every batch;
+   result to ``OUTPUT.rank{r}`` and flushing after every result;
 4. waits for the others; rank 0 then writes ``OUTPUT`` in input order, in the requested format, atomically
    (a temporary file renamed into place), and deletes the rank files.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime
 import glob
-import json
 import os
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Callable, Iterable, Sequence, TextIO
 
 from mooer.decoding import Result
 from mooer.distributed import DistInfo, dist_info, shard
+from mooer.output import formats
 
 __all__ = ["rank_file", "read_records", "run_sharded"]
 
@@ -42,39 +42,16 @@ def rank_file(output: str | os.PathLike, rank: int) -> Path:
     return Path(f"{output}.rank{rank}")
 
 
-def _parse_line(line: str) -> dict | None:
-    """A record from a JSON line or a ``key<TAB>text`` line; None for anything unreadable (a cut line)."""
-    line = line.rstrip("\n")
-    if not line.strip():
-        return None
-    if line.lstrip().startswith("{"):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            return None
-        return record if isinstance(record, dict) and "key" in record else None
-    if "\t" in line:
-        key, text = line.split("\t", 1)
-        text = text.replace("\\n", "\n").replace("\\\\", "\\")  # inverse of the tsv writer's escaping
-        return {"key": key, "text": text}
-    return None
-
-
 def read_records(paths: Iterable[str | os.PathLike]) -> dict[str, dict]:
-    """Successful records (no ``error``) by key from JSON-lines / tsv files; later files win."""
+    """Successful records (no ``error``) by key from jsonl / tsv result files; later files win, missing
+    files are skipped."""
     records: dict[str, dict] = {}
     for path in paths:
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                lines = f.readlines()
+            found = formats.read_records(path)
         except FileNotFoundError:
             continue
-        if lines and not lines[-1].endswith("\n"):  # cut off mid-line by an interruption
-            lines = lines[:-1]
-        for line in lines:
-            record = _parse_line(line)
-            if record is not None and not record.get("error"):
-                records[str(record["key"])] = record
+        records.update((str(r["key"]), r) for r in found if not r.get("error"))
     return records
 
 
@@ -82,13 +59,6 @@ def _existing_rank_files(output: str | os.PathLike) -> list[Path]:
     pattern = glob.escape(str(output)) + ".rank*"
     return sorted((Path(p) for p in glob.glob(pattern) if p.rsplit(".rank", 1)[-1].isdigit()),
                   key=lambda p: int(str(p).rsplit(".rank", 1)[-1]))
-
-
-def _result_from_record(record: dict) -> Result:
-    fields = {k: v for k, v in record.items() if k in Result.__dataclass_fields__}
-    fields.setdefault("audio", "")
-    fields.setdefault("task", "")
-    return Result(**fields)
 
 
 class _Group:
@@ -171,9 +141,7 @@ def run_sharded(
                         f.write("\n")
 
             def append(results: list[Result]) -> None:
-                for r in results:
-                    f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
-                f.flush()
+                formats.write_results(results, "jsonl", f)
 
             for start in range(0, len(mine), window):
                 part = mine[start : start + window]
@@ -188,21 +156,14 @@ def run_sharded(
         records = dict(done)
         errors: dict[str, dict] = {}
         for path in rank_files:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    record = _parse_line(line)
-                    if record is None:
-                        continue
-                    if record.get("error"):
-                        errors[str(record["key"])] = record
-                    else:
-                        records[str(record["key"])] = record
+            for record in formats.read_records(path):
+                (errors if record.get("error") else records)[str(record["key"])] = record
         results = []
         for i, key in enumerate(keys):
             record = records.get(str(key)) or errors.get(str(key))
             if record is None:  # cannot happen unless a rank file was removed under our feet
                 record = {"key": str(key), "audio": str(paths[i]), "error": "no result was written for this input"}
-            results.append(_result_from_record(record))
+            results.append(formats.result_from_record(record))
         tmp = output.with_name(output.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as out:
             write(results, out)

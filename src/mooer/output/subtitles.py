@@ -28,6 +28,7 @@ __all__ = [
     "to_cues",
     "to_srt",
     "to_vtt",
+    "render_subtitles",
     "write_subtitles",
     "segments_from_result",
 ]
@@ -140,26 +141,29 @@ def segments_from_result(result: Any, text_key: str = "text") -> list[dict[str, 
     return [{"start": 0.0, "end": float(duration), "text": text}]
 
 
+def render_subtitles(result_or_segments: Any, fmt: str, text_key: str = "text") -> str:
+    """SRT (``fmt="srt"``) or WebVTT (``"vtt"``) text of a result (see :func:`segments_from_result`) or of
+    a list of segments. A multitask (``asr_ast``) text is ``transcript\\ntranslation``, so its cues hold
+    the transcript and the translation on two lines."""
+    kind = fmt.lower()
+    if kind not in ("srt", "vtt"):
+        raise ValueError(f"unknown subtitle format {fmt!r} (use 'srt' or 'vtt')")
+    if isinstance(result_or_segments, (list, tuple)):
+        segments: list[Any] = list(result_or_segments)
+    else:
+        segments = segments_from_result(result_or_segments, text_key)
+        text_key = "text"
+    return to_srt(segments, text_key) if kind == "srt" else to_vtt(segments, text_key)
+
+
 def write_subtitles(
     result_or_segments: Any,
     path: str | os.PathLike[str],
     fmt: str | None = None,
     text_key: str = "text",
 ) -> Path:
-    """Write SRT or WebVTT to ``path`` (UTF-8) and return the path.
-
-    ``result_or_segments`` is a result (see :func:`segments_from_result`) or a list of segments.
-    ``fmt`` is ``"srt"`` or ``"vtt"``; by default it comes from the file suffix.
-    """
+    """Write :func:`render_subtitles` to ``path`` (UTF-8) and return the path; ``fmt`` comes from the file
+    suffix by default."""
     out = Path(path)
-    kind = (fmt or out.suffix.lstrip(".")).lower()
-    if kind not in ("srt", "vtt"):
-        raise ValueError(f"unknown subtitle format {kind!r} for {out} (use 'srt' or 'vtt')")
-    if isinstance(result_or_segments, (list, tuple)):
-        segments: list[Any] = list(result_or_segments)
-    else:
-        segments = segments_from_result(result_or_segments, text_key)
-        text_key = "text"
-    body = to_srt(segments, text_key) if kind == "srt" else to_vtt(segments, text_key)
-    out.write_text(body, encoding="utf-8")
+    out.write_text(render_subtitles(result_or_segments, fmt or out.suffix.lstrip("."), text_key), encoding="utf-8")
     return out
