@@ -96,13 +96,15 @@ def wav_seconds(path: Path) -> float:
 
 
 class Server:
-    def __init__(self, model: str, port: int, max_batch_size: int, window_ms: float, max_audio: float) -> None:
+    def __init__(self, model: str, port: int, max_batch_size: int, window_ms: float, max_audio: float,
+                 extra: list[str] | None = None) -> None:
         self.url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "mooer.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--max-batch-size", str(max_batch_size), "--batch-window-ms", str(window_ms),
                "--max-audio-seconds", str(max_audio), "--log-level", "warning"]
         if model:
             cmd += ["--model", model]
+        cmd += extra or []
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def wait(self, timeout: float = 300) -> None:
