@@ -632,3 +632,33 @@ def test_bad_audio_is_skipped_and_cmvn_compute_lands_in_the_export(tmp_path):
     computed = Cmvn.from_file(tmp_path / "exp" / "am.mvn")
     exported = load_checkpoint(result.export["mooer"], device="cpu", dtype="float32").cmvn
     assert torch.equal(exported.shift, computed.shift) and torch.equal(exported.scale, computed.scale)
+
+    # validation: a dev batch with no usable utterance is not counted; after a usable batch it still runs a
+    # forward (the last usable batch again: under ZeRO-3 a forward is collective), before any it runs none
+    from torch.utils.data import DataLoader
+
+    from mooer.distributed import dist_info
+    from mooer.training.trainer import autocast_context, make_dataset, make_sampler, read_utterances
+    from mooer.training.validation import validate
+
+    built, engine = result.built, result.engine
+    cfg.validation.decode_utterances = 0
+    forwards = []
+    built.model.register_forward_pre_hook(lambda *_: forwards.append(1))
+
+    def dev(path: Path) -> tuple[dict, int]:
+        forwards.clear()
+        data = make_dataset(read_utterances(str(path), cfg, "dev"), built.cmvn, built, cfg, train=False)
+        sampler = make_sampler(cfg, data.durations, dist_info(), shuffle=False, drop_last=False)
+        loader = DataLoader(data, batch_sampler=sampler, collate_fn=data.collate_fn)
+        res = validate(engine, built, built.cmvn, loader, data, cfg, torch.device("cpu"),
+                       lambda: autocast_context(cfg, torch.device("cpu"), engine))
+        return res, len(forwards)
+
+    clean, n_clean = dev(write_manifest(tmp_path / "clean.jsonl"))
+    bad_first = tmp_path / "bad_first.jsonl"
+    lines = manifest.read_text(encoding="utf-8").splitlines()
+    bad_first.write_text("\n".join([lines[-1], *lines[:-1]]) + "\n", encoding="utf-8")
+    assert n_clean == 3 and math.isfinite(clean["loss"]) and clean["loss"] > 0
+    assert dev(manifest) == (clean, 4)  # the bad clip comes last: its batch runs, uncounted
+    assert dev(bad_first) == (clean, 3)  # the bad clip comes first: nothing to run in its place

@@ -7,8 +7,9 @@ Entry points: ``mooer train --config FILE [key=value ...]`` (:mod:`mooer.cli.tra
 
 Modules: :mod:`~mooer.training.config` (the config tree), :mod:`~mooer.training.model` (building the model
 to train), :mod:`~mooer.training.schedule` (LR schedules), :mod:`~mooer.training.engines` (single / DDP /
-DeepSpeed), :mod:`~mooer.training.resume` (resume), :mod:`~mooer.training.trainer` (the loop),
-:mod:`~mooer.training.export` (official layout and mooer format).
+DeepSpeed), :mod:`~mooer.training.resume` (training state for exact resume), :mod:`~mooer.training.trainer`
+(the :class:`~mooer.training.trainer.Trainer` and its loop), :mod:`~mooer.training.validation` (dev loss,
+token accuracy, decode metrics), :mod:`~mooer.training.export` (official layout and mooer format).
 """
 
 from mooer.training.config import Config, apply_override, load_config

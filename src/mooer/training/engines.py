@@ -7,9 +7,11 @@ All engines share one interface used by the trainer:
   ``boundary`` is True on the last micro-batch of a gradient-accumulation group (DDP syncs only then);
 - ``engine.step(boundary)`` — after every micro-batch: on a boundary clip, step the optimizer and the
   scheduler, zero the gradients; returns the gradient norm (or None);
-- ``engine.state_dict()`` / ``engine.load_state_dict()`` (single/DDP) or ``save_checkpoint`` /
-  ``load_checkpoint`` (DeepSpeed) for exact resume; ``engine.gathered()`` makes every parameter whole for an
-  export (ZeRO-3 partitions, spec 15.11).
+- ``engine.save_checkpoint(dir)`` / ``engine.load_checkpoint(dir)``: weights, optimizer and scheduler for
+  exact resume (called by :mod:`~mooer.training.resume`); ``engine.gathered()`` makes every parameter whole
+  for an export (ZeRO-3 partitions, spec 15.11);
+- :class:`BadBatchStandIn` replaces a batch with no usable utterance, so that every rank still runs the
+  forward and backward (and their collectives).
 
 Launch: ``mooer train`` (single), ``torchrun --nproc_per_node N -m mooer.cli train ...`` (DDP or DeepSpeed;
 the rank and world size come from the environment). CPU runs use the gloo backend, CUDA runs NCCL.
@@ -242,6 +244,29 @@ class DeepSpeedEngine(Engine):
 
             return deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None)
         return contextlib.nullcontext()
+
+
+class BadBatchStandIn:
+    """Stands in for a batch with no usable utterance, so that every rank still runs its forward.
+
+    The collate function returns None when every utterance of a batch was bad (the dataset logged why). A
+    rank that skipped such a batch would miss the collectives of the forward and backward (DDP's gradient
+    all-reduce, ZeRO-3's parameter gathers) and leave the other ranks waiting. So the caller runs the last
+    usable batch again and gives its loss zero weight. The one place that decides this, for training and
+    validation alike.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.last = None  # the last usable batch, on the device
+
+    def __call__(self, batch):
+        """``(batch moved to the device, True)`` for a usable batch; for a bad one (None) ``(the last usable
+        batch, False)``, or ``(None, False)`` while there has been none."""
+        if batch is None:
+            return self.last, False
+        self.last = batch.to(self.device, non_blocking=True)
+        return self.last, True
 
 
 def deepspeed_config(cfg: Config, env: DistInfo, device: torch.device) -> dict:

@@ -1,4 +1,4 @@
-"""Training checkpoints: atomic, rotated, and complete enough for an exact resume.
+"""Training state for exact resume: atomic, rotated checkpoint directories (weights, optimizer, counters, RNGs).
 
 Layout (one directory per checkpoint, named by optimizer step)::
 
@@ -94,7 +94,7 @@ def set_rng_state(state: dict) -> None:
 # ----------------------------------------------------------------------------------------- save/load
 
 
-def save_checkpoint(engine, state: TrainState, exp_dir: str | Path, keep_last: int, config: dict) -> Path:
+def save_training_state(engine, state: TrainState, exp_dir: str | Path, keep_last: int, config: dict) -> Path:
     """Write a checkpoint of the current step (collective: call on every rank)."""
     root = checkpoint_root(exp_dir)
     name = f"step-{state.step:08d}"
@@ -126,7 +126,7 @@ def save_checkpoint(engine, state: TrainState, exp_dir: str | Path, keep_last: i
     return final
 
 
-def load_checkpoint(engine, directory: str | Path) -> tuple[TrainState, dict]:
+def load_training_state(engine, directory: str | Path) -> tuple[TrainState, dict]:
     """Restore weights, optimizer, scheduler and this rank's RNG; return the counters and the config."""
     directory = Path(directory)
     state_file = directory / "state.pt"

@@ -1,14 +1,17 @@
 """The training loop: data → engine → optimizer steps, with logging, validation, checkpoints and export.
 
-One function, :func:`train`, runs a whole job from a :class:`~mooer.training.config.Config` on one process,
-under ``torchrun`` (DDP) or with DeepSpeed. What it fixes relative to the original (spec §11, §15):
+A :class:`Trainer` runs a whole job from a :class:`~mooer.training.config.Config` on one process, under
+``torchrun`` (DDP) or with DeepSpeed, in named phases (``setup``, ``train_step``, ``on_optimizer_step``,
+``validate``, ``save``, ``finish``); :func:`train` is its entry point. Validation lives in
+:mod:`mooer.training.validation`, the training state for resume in :mod:`mooer.training.resume`. What it fixes
+relative to the original (spec §11, §15):
 
 - real epochs over the manifest (15.7); no broad ``except`` around the loop (15.9);
 - equal batch counts on every rank (the sampler's contract) so collectives never deadlock;
 - the loss is the model's token-mean cross-entropy over the answer tokens (spec §6.5);
 - exact resume of weights, optimizer, scheduler, data position and RNGs (15.12);
 - validation during training (15.14): dev loss, token accuracy, and CER/WER/BLEU of greedy decodes made
-  through :class:`mooer.api.MooER`, i.e. the inference code itself;
+  through the inference code itself;
 - export on rank 0 only, from gathered parameters (15.10, 15.11).
 
 Outputs in ``train.exp_dir``: ``train.log``, ``metrics.jsonl`` (one line per optimizer step and per
@@ -32,24 +35,26 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from mooer.distributed import DistInfo, dist_info
 from mooer.errors import ConfigError
 from mooer.features import Cmvn, FeatureExtractor
-from mooer.prompting import IGNORE_INDEX, PromptBuilder
-from mooer.training.resume import (
-    TrainState,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-)
+from mooer.prompting import PromptBuilder
+from mooer.training import validation
 from mooer.training.config import Config
-from mooer.distributed import DistInfo, dist_info
 from mooer.training.engines import (
+    BadBatchStandIn,
     Engine,
     create_engine,
     init_process_group,
     pick_device,
     resolve_precision,
+)
+from mooer.training.resume import (
+    TrainState,
+    latest_checkpoint,
+    list_checkpoints,
+    load_training_state,
+    save_training_state,
 )
 from mooer.training.model import BuiltModel, build_model, set_train_mode
 
@@ -185,120 +190,6 @@ def autocast_context(cfg: Config, device: torch.device, engine: Engine):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-# ------------------------------------------------------------------------------------------ validation
-
-
-def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
-    """(correct, total) of argmax(logits[:, :-1]) against labels[:, 1:] over labelled positions."""
-    pred = logits[:, :-1].argmax(-1)
-    gold = labels[:, 1:]
-    mask = gold != IGNORE_INDEX
-    return int((pred.eq(gold) & mask).sum()), int(mask.sum())
-
-
-def _has_cjk(text: str) -> bool:
-    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
-
-
-def decode_metrics(built: BuiltModel, cmvn: Cmvn, dataset, indices: list[int], cfg: Config) -> dict:
-    """Greedy-decode dev utterances through the inference API and score them.
-
-    asr → CER (char mode) on Chinese, WER on English; ast → BLEU; asr_ast → both on its two parts.
-    """
-    from mooer.api import MooER
-    from mooer.checkpoint import Loaded
-    from mooer.decoding import get_preset
-    from mooer.evaluation import score_bleu, score_wer
-    from mooer.tasks import split_multitask
-
-    api = MooER(Loaded(built.model, built.tokenizer, cmvn, built.prompts, built.default_task))
-    options = get_preset(cfg.validation.decoding)
-    by_task: dict[str, list[tuple[str, torch.Tensor]]] = {}
-    for i in indices:
-        sample = dataset[i]
-        if sample is not None:
-            by_task.setdefault(sample.task, []).append((sample.id, sample.features))
-    utt_by_id = {u.id: u for u in dataset.utterances}
-    hyps: dict[str, dict[str, str]] = {}
-    bs = cfg.validation.decode_batch_size
-    for task, items in by_task.items():
-        items.sort(key=lambda x: -x[1].shape[0])
-        for start in range(0, len(items), bs):
-            chunk = items[start : start + bs]
-            rows = api.decode_batch([f for _, f in chunk], task, options, cfg.validation.max_new_tokens)
-            for (uid, _), ids in zip(chunk, rows):
-                hyps.setdefault(task, {})[uid] = api.text_of(ids)
-    metrics: dict[str, float] = {}
-    examples: list[dict] = []
-
-    def score_asr(pairs: dict[str, tuple[str, str]], prefix: str) -> None:
-        zh = {k: v for k, v in pairs.items() if (utt_by_id[k].lang or ("zh" if _has_cjk(v[0]) else "en")) == "zh"}
-        en = {k: v for k, v in pairs.items() if k not in zh}
-        if zh:
-            r = score_wer({k: v[0] for k, v in zh.items()}, {k: v[1] for k, v in zh.items()}, mode="char")
-            metrics[f"{prefix}cer_zh"] = r.rate
-        if en:
-            r = score_wer({k: v[0] for k, v in en.items()}, {k: v[1] for k, v in en.items()}, mode="word")
-            metrics[f"{prefix}wer_en"] = r.rate
-
-    def score_ast(pairs: dict[str, tuple[str, str]], prefix: str) -> None:
-        pairs = {k: v for k, v in pairs.items() if v[0].strip()}
-        if pairs:
-            r = score_bleu({k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()})
-            metrics[f"{prefix}bleu"] = r.bleu
-
-    for task, texts in hyps.items():
-        if task == "asr":
-            score_asr({k: (utt_by_id[k].text, h) for k, h in texts.items()}, "asr/")
-        elif task == "ast":
-            score_ast({k: (utt_by_id[k].translation or "", h) for k, h in texts.items()}, "ast/")
-        else:
-            parts = {k: split_multitask(h) for k, h in texts.items()}
-            score_asr({k: (utt_by_id[k].text, parts[k][0]) for k in texts}, "asr_ast/")
-            score_ast({k: (utt_by_id[k].translation or "", parts[k][1]) for k in texts}, "asr_ast/")
-        for k, h in list(texts.items())[:3]:
-            examples.append({"id": k, "task": task, "hyp": h})
-    metrics["decoded"] = float(sum(len(t) for t in hyps.values()))
-    return {"metrics": metrics, "examples": examples, "hyps": hyps}
-
-
-def validate(engine: Engine, built: BuiltModel, cmvn: Cmvn, dev_loader, dev_dataset, cfg: Config,
-             device: torch.device, ctx_factory) -> dict:
-    """Dev loss (token-weighted), token accuracy (all ranks), then decode metrics on a sample."""
-    set_train_mode(built, False)
-    loss_sum = tokens = correct = 0.0
-    last = None
-    with torch.no_grad():
-        for i, batch in enumerate(dev_loader):
-            if cfg.validation.max_batches is not None and i >= cfg.validation.max_batches:
-                break
-            usable = batch is not None
-            if not usable:  # every utterance was bad: still run a forward (ZeRO-3 forwards are collective)
-                if last is None:
-                    continue
-                batch = last
-            batch = batch.to(device)
-            last = batch
-            with ctx_factory():
-                out = built.model(batch.features, batch.lengths, batch.tokens)
-            if not usable:
-                continue
-            c, n = token_accuracy(out.logits, batch.tokens.labels)
-            loss_sum += float(out.loss) * n
-            tokens += n
-            correct += c
-    loss_sum, tokens, correct = engine.all_reduce_sum([loss_sum, tokens, correct])
-    result: dict = {"loss": loss_sum / max(tokens, 1), "token_accuracy": correct / max(tokens, 1)}
-    n = min(cfg.validation.decode_utterances, len(dev_dataset))
-    if n > 0:
-        with torch.no_grad():
-            decoded = decode_metrics(built, cmvn, dev_dataset, list(range(n)), cfg)
-        result.update(decoded["metrics"])
-        result["examples"] = decoded["examples"]
-    set_train_mode(built, True)
-    return result
-
-
 # ------------------------------------------------------------------------------------------------ train
 
 
@@ -319,273 +210,364 @@ def _resolve_resume(cfg: Config, exp_dir: Path) -> Path | None:
 
 def train(cfg: Config) -> TrainResult:
     """Run a training job (every rank calls this). Returns the final state on every rank."""
-    env = dist_info()
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    device = pick_device(cfg, env)
-    init_process_group(cfg, env, device)
-    exp_dir = Path(cfg.train.exp_dir)
-    setup_logging(exp_dir, env)
-    resume_from = _resolve_resume(cfg, exp_dir)
-    seed_everything(cfg.train.seed)
+    return Trainer(cfg).run()
 
-    # ---- model
-    frozen_dtype = resolve_precision(cfg, device)
-    built = build_model(cfg.model, device, frozen_dtype)
-    log.info("model: %s", {k: v for k, v in built.source.items() if k != "prompts"})
-    log.info(built.parameter_summary())
-    seed_everything(cfg.train.seed + env.rank)  # dropout etc.; the model init used model.init_seed
 
-    # ---- data
-    if not cfg.data.train:
-        raise ConfigError("data.train: the training manifest is not set")
-    train_utts = read_utterances(cfg.data.train, cfg, "training")
-    cmvn_file = exp_dir / "am.mvn"
-    cmvn = built.cmvn
-    if cfg.model.cmvn == "compute":
-        if cmvn_file.is_file():
-            cmvn = Cmvn.from_file(cmvn_file)
-        else:
-            cmvn = compute_cmvn(train_utts, cfg.model.cmvn_utterances, cfg.train.seed)
-    if cmvn is None:
-        raise ConfigError("no CMVN: set model.cmvn to an am.mvn file or to 'compute'")
-    built.cmvn = cmvn
-    if env.is_main:
-        from mooer.training.export import write_cmvn
+@dataclass
+class _StepSums:
+    """Sums over the micro-batches of the current accumulation group (this rank); reduced over the ranks and
+    reset at each optimizer step."""
 
-        write_cmvn(cmvn, cmvn_file)
-        (exp_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    train_set = make_dataset(train_utts, cmvn, built, cfg, train=True)
-    sampler = make_sampler(cfg, train_set.durations, env, shuffle=cfg.data.shuffle, drop_last=cfg.data.drop_last)
-    # The loader draws its worker base seed from its own generator, never from the global RNG, so that
-    # re-creating the iterator on resume does not shift the dropout masks.
-    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=train_set.collate_fn,
-                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(cfg.train.seed))
-    dev_set = dev_loader = None
-    if cfg.data.dev:
-        dev_set = make_dataset(read_utterances(cfg.data.dev, cfg, "dev"), cmvn, built, cfg, train=False)
-        dev_sampler = make_sampler(cfg, dev_set.durations, env, shuffle=False, drop_last=False)
-        dev_loader = DataLoader(dev_set, batch_sampler=dev_sampler, collate_fn=dev_set.collate_fn,
-                                num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
+    loss: float = 0.0  # token-weighted cross-entropy
+    tokens: float = 0.0
+    utterances: int = 0
+    seconds: float = 0.0
+    padding: list[float] = field(default_factory=list)  # padding fraction of each usable micro-batch
 
-    # ---- schedule length
-    accum = cfg.optim.grad_accum
-    batches_per_epoch = len(sampler)
-    planned_steps = (batches_per_epoch * cfg.train.epochs) // accum
-    if cfg.train.max_steps is not None:
-        planned_steps = min(planned_steps, cfg.train.max_steps)
-    total_steps = cfg.optim.total_steps or planned_steps
-    log.info("%d utterances, %d batches per epoch per rank, %d epochs, grad_accum %d, world size %d → %d optimizer "
-             "steps (schedule %s over %d)", len(train_set), batches_per_epoch, cfg.train.epochs, accum,
-             env.world_size, planned_steps, cfg.optim.schedule, total_steps)
 
-    # ---- engine and resume
-    engine = create_engine(built.model, cfg, env, device, max(total_steps, 1))
-    state = TrainState()
-    if resume_from is not None:
-        state, _ = load_checkpoint(engine, resume_from)
-        log.info("resumed from %s: step %d, epoch %d, batch %d of the epoch", resume_from, state.step,
-                 state.epoch, state.batches_in_epoch)
-    metrics_file = exp_dir / "metrics.jsonl"
-    if env.is_main:
-        _truncate_metrics(metrics_file, state.step)
-    writer = None
-    if env.is_main and cfg.train.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
+@dataclass
+class _LogWindow:
+    """What the periodic log line reports: the micro-batches since the previous line (this rank)."""
 
-        writer = SummaryWriter(str(exp_dir / "tb"), purge_step=state.step + 1 if state.step else None)
+    start: float = field(default_factory=time.time)
+    utterances: int = 0
+    seconds: float = 0.0
+    ctc: list[float] = field(default_factory=list)  # auxiliary CTC losses
+    align: list[float] = field(default_factory=list)  # guided-attention losses
 
-    result = TrainResult(exp_dir=exp_dir, state=state, built=built, engine=engine)
 
-    def log_metrics(record: dict) -> None:
+class Trainer:
+    """One training job in named phases, in the manner of a torchtune recipe::
+
+        trainer = Trainer(cfg)
+        trainer.setup()            # process group, logging, model, data, engine, resume
+        trainer.train()            # train_step() per micro-batch, on_optimizer_step() per accumulation group
+        result = trainer.finish()  # last checkpoint, validation, export, summary.json
+
+    (:meth:`run` does the three.) :meth:`on_optimizer_step` reduces the step's sums over the ranks, logs
+    them, and calls :meth:`validate` and :meth:`save` on their schedules. Every rank runs every phase:
+    collectives stay in step because every rank gets the same number of batches (the sampler's contract) and
+    runs a forward even for a batch with no usable utterance (:class:`~mooer.training.engines.BadBatchStandIn`).
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    def run(self) -> TrainResult:
+        self.setup()
+        self.train()
+        return self.finish()
+
+    # ------------------------------------------------------------------------------------------- setup
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.env = dist_info()
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        self.device = pick_device(cfg, self.env)
+        init_process_group(cfg, self.env, self.device)
+        self.exp_dir = Path(cfg.train.exp_dir)
+        setup_logging(self.exp_dir, self.env)
+        self.resume_from = _resolve_resume(cfg, self.exp_dir)
+        seed_everything(cfg.train.seed)
+        self._setup_model()
+        seed_everything(cfg.train.seed + self.env.rank)  # dropout etc.; the model init used model.init_seed
+        self._setup_data()
+        self._setup_engine()
+        self._setup_outputs()
+
+    def _setup_model(self) -> None:
+        self.built = build_model(self.cfg.model, self.device, resolve_precision(self.cfg, self.device))
+        log.info("model: %s", {k: v for k, v in self.built.source.items() if k != "prompts"})
+        log.info(self.built.parameter_summary())
+
+    def _setup_data(self) -> None:
+        """CMVN, the training loader and the dev loader (if ``data.dev``); rank 0 writes am.mvn and config.yaml."""
+        cfg, env = self.cfg, self.env
+        if not cfg.data.train:
+            raise ConfigError("data.train: the training manifest is not set")
+        train_utts = read_utterances(cfg.data.train, cfg, "training")
+        cmvn_file = self.exp_dir / "am.mvn"
+        self.cmvn = self.built.cmvn
+        if cfg.model.cmvn == "compute":
+            if cmvn_file.is_file():  # a resumed run keeps the CMVN it started with
+                self.cmvn = Cmvn.from_file(cmvn_file)
+            else:
+                self.cmvn = compute_cmvn(train_utts, cfg.model.cmvn_utterances, cfg.train.seed)
+        if self.cmvn is None:
+            raise ConfigError("no CMVN: set model.cmvn to an am.mvn file or to 'compute'")
+        self.built.cmvn = self.cmvn
         if env.is_main:
-            with metrics_file.open("a", encoding="utf-8") as f:
+            from mooer.training.export import write_cmvn
+
+            write_cmvn(self.cmvn, cmvn_file)
+            (self.exp_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        self.train_set = make_dataset(train_utts, self.cmvn, self.built, cfg, train=True)
+        self.sampler = make_sampler(cfg, self.train_set.durations, env, shuffle=cfg.data.shuffle,
+                                    drop_last=cfg.data.drop_last)
+        # The loader draws its worker base seed from its own generator, never from the global RNG, so that
+        # re-creating the iterator on resume does not shift the dropout masks.
+        self.loader = DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=self.train_set.collate_fn,
+                                 num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda",
+                                 generator=torch.Generator().manual_seed(cfg.train.seed))
+        self.dev_set = self.dev_loader = None
+        if cfg.data.dev:
+            self.dev_set = make_dataset(read_utterances(cfg.data.dev, cfg, "dev"), self.cmvn, self.built, cfg,
+                                        train=False)
+            dev_sampler = make_sampler(cfg, self.dev_set.durations, env, shuffle=False, drop_last=False)
+            self.dev_loader = DataLoader(self.dev_set, batch_sampler=dev_sampler, collate_fn=self.dev_set.collate_fn,
+                                         num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
+
+    def _setup_engine(self) -> None:
+        """The number of optimizer steps, the engine (optimizer and schedule included) and, on resume, the
+        training state it is restored to."""
+        cfg = self.cfg
+        self.accum = cfg.optim.grad_accum
+        self.batches_per_epoch = len(self.sampler)
+        self.planned_steps = (self.batches_per_epoch * cfg.train.epochs) // self.accum
+        if cfg.train.max_steps is not None:
+            self.planned_steps = min(self.planned_steps, cfg.train.max_steps)
+        total_steps = cfg.optim.total_steps or self.planned_steps
+        log.info("%d utterances, %d batches per epoch per rank, %d epochs, grad_accum %d, world size %d → %d "
+                 "optimizer steps (schedule %s over %d)", len(self.train_set), self.batches_per_epoch, cfg.train.epochs,
+                 self.accum, self.env.world_size, self.planned_steps, cfg.optim.schedule, total_steps)
+        self.engine = create_engine(self.built.model, cfg, self.env, self.device, max(total_steps, 1))
+        self.state = TrainState()
+        if self.resume_from is not None:
+            self.state, _ = load_training_state(self.engine, self.resume_from)
+            log.info("resumed from %s: step %d, epoch %d, batch %d of the epoch", self.resume_from, self.state.step,
+                     self.state.epoch, self.state.batches_in_epoch)
+
+    def _setup_outputs(self) -> None:
+        """metrics.jsonl (cut back to the resumed step), TensorBoard, the result and the per-step sums."""
+        step = self.state.step
+        self.metrics_file = self.exp_dir / "metrics.jsonl"
+        if self.env.is_main:
+            _truncate_metrics(self.metrics_file, step)
+        self.writer = None
+        if self.env.is_main and self.cfg.train.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=step + 1 if step else None)
+        self.result = TrainResult(exp_dir=self.exp_dir, state=self.state, built=self.built, engine=self.engine)
+        self.stand_in = BadBatchStandIn(self.device)  # kept across epochs: an epoch may start with a bad batch
+        self.sums = _StepSums()
+
+    # ------------------------------------------------------------------------------------------- train
+
+    def train(self) -> None:
+        """Epochs until the planned optimizer steps are taken; the gradients of an incomplete last
+        accumulation group are dropped."""
+        state = self.state
+        set_train_mode(self.built, True)
+        self.bar = None
+        if self.env.is_main and self.cfg.train.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.planned_steps, initial=min(state.step, self.planned_steps), unit="step",
+                            dynamic_ncols=True, desc="train")
+        self.window = _LogWindow()
+        done = state.step >= self.planned_steps
+        while not done and state.epoch < self.cfg.train.epochs:
+            done = self._train_epoch()
+        if self.bar is not None:
+            self.bar.close()
+        if state.micro_step % self.accum:
+            log.info("discarding the gradients of %d micro-batches that did not complete an accumulation group",
+                     state.micro_step % self.accum)
+            self.engine.discard_gradients()
+
+    def _train_epoch(self) -> bool:
+        """The rest of epoch ``state.epoch`` (all of it unless resumed inside it). Returns True when the
+        planned steps were reached; the state then holds the sampler position for the final checkpoint."""
+        state, epoch = self.state, self.state.epoch
+        self.sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        if state.sampler and state.sampler.get("epoch") == epoch:
+            self.sampler.load_state_dict(state.sampler)
+        consumed = 0  # batches of this epoch taken by this loader (the sampler skips those taken before resume)
+        for batch in self.loader:
+            consumed += 1
+            state.batches_in_epoch += 1
+            boundary = (state.micro_step + 1) % self.accum == 0
+            grad_norm = self.train_step(batch, boundary)
+            if boundary and self.on_optimizer_step(epoch, grad_norm, consumed):
+                state.sampler = self.sampler.state_dict(batches_consumed=consumed)
+                if state.batches_in_epoch >= self.batches_per_epoch:
+                    self._next_epoch()
+                return True
+        self._next_epoch()
+        return False
+
+    def _next_epoch(self) -> None:
+        self.state.epoch += 1
+        self.state.batches_in_epoch = 0
+        self.state.sampler = {}
+
+    def train_step(self, batch, boundary: bool) -> float | None:
+        """One micro-batch: forward and backward, then the engine step, which on an accumulation boundary
+        steps the optimizer and returns the gradient norm. ``batch`` None (every utterance was bad; the dataset
+        logged why) runs the last usable batch with zero weight, so that the ranks' collectives stay in step."""
+        batch, usable = self.stand_in(batch)
+        if batch is None:
+            raise ConfigError("the first training batch has no usable utterance; check the manifest and audio "
+                              "(see the warnings above)")
+        ctc_weight = self.cfg.model.ctc_weight
+        with self.engine.accumulate(boundary):
+            with self.autocast():
+                out = self.engine.forward(batch.features, batch.lengths, batch.tokens,
+                                          batch.transcript_ids if ctc_weight else None)
+            if usable:
+                loss = out.loss  # the reported loss: the LLM's cross-entropy
+                total = self._objective(out, batch)
+            else:
+                loss = total = (out.loss + (out["ctc_loss"] if ctc_weight else 0.0)) * 0.0
+            self.engine.backward(total)
+        grad_norm = self.engine.step(boundary)
+        self.state.micro_step += 1
+        n_tok, n_utt = (batch.num_answer_tokens, len(batch)) if usable else (0, 0)
+        self.sums.loss += float(loss.detach()) * n_tok
+        self.sums.tokens += n_tok
+        self.sums.utterances += n_utt
+        self.window.utterances += n_utt
+        if usable:
+            self.sums.padding.append(batch.padding_fraction)
+            self.sums.seconds += batch.audio_seconds
+            self.window.seconds += batch.audio_seconds
+        return grad_norm
+
+    def _objective(self, out, batch) -> torch.Tensor:
+        """What is minimised: the cross-entropy plus the weighted auxiliary CTC and guided-attention losses
+        (whose values go to the log line)."""
+        m = self.cfg.model
+        total = out.loss
+        if m.ctc_weight:
+            self.window.ctc.append(float(out["ctc_loss"].detach()))
+            total = out.loss + m.ctc_weight * out["ctc_loss"]
+        if "align_loss" in out:
+            self.window.align.append(float(out["align_loss"].detach()))
+            total = total + m.align_weight * out["align_loss"]
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"non-finite loss {float(total)} at step {self.state.step}, "
+                                     f"batch {batch.ids[:4]}")
+        return total
+
+    def on_optimizer_step(self, epoch: int, grad_norm: float | None, consumed: int) -> bool:
+        """After an optimizer step: reduce the step's sums over the ranks, log them, then validate and save on
+        their schedules (except after the last step, which :meth:`finish` handles). ``consumed``: batches of
+        this epoch taken so far (the sampler position a checkpoint records). Returns True when the planned
+        steps are done."""
+        state, cfg = self.state, self.cfg
+        state.step += 1
+        loss, tokens, utterances, seconds = self.engine.all_reduce_sum(
+            [self.sums.loss, self.sums.tokens, float(self.sums.utterances), self.sums.seconds])
+        state.utterances += int(utterances)
+        state.audio_seconds += seconds
+        step_loss = loss / tokens if tokens else float("nan")  # nan: no usable utterance in the step
+        self.result.losses[state.step] = step_loss
+        self._log_step(epoch, step_loss, tokens, utterances, grad_norm)
+        self.sums = _StepSums()
+        done = state.step >= self.planned_steps
+        if cfg.validation.every and state.step % cfg.validation.every == 0 and not done:
+            self.validate()
+        if cfg.train.save_every and state.step % cfg.train.save_every == 0 and not done:
+            state.sampler = self.sampler.state_dict(batches_consumed=consumed)
+            self.save()
+        return done
+
+    def _log_step(self, epoch: int, step_loss: float, tokens: float, utterances: float,
+                  grad_norm: float | None) -> None:
+        """metrics.jsonl, TensorBoard and the progress bar every step; the log line every ``train.log_every``."""
+        step, lr, w = self.state.step, self.engine.lr, self.window
+        now = time.time()
+        utt_s = w.utterances * self.env.world_size / max(now - w.start, 1e-9)
+        pad = float(np.mean(self.sums.padding)) if self.sums.padding else 0.0
+        record = {"step": step, "epoch": epoch, "loss": step_loss, "lr": lr, "tokens": tokens,
+                  "utterances": utterances, "padding": pad}
+        if grad_norm is not None:
+            record["grad_norm"] = grad_norm
+        self._write_metrics(record)
+        if self.writer is not None:
+            if math.isfinite(step_loss):
+                self.writer.add_scalar("train/loss", step_loss, step)
+            self.writer.add_scalar("train/lr", lr, step)
+            self.writer.add_scalar("train/padding_fraction", pad, step)
+            if grad_norm is not None and math.isfinite(grad_norm):
+                self.writer.add_scalar("train/grad_norm", grad_norm, step)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", utt_s=f"{utt_s:.1f}", pad=f"{pad:.2f}",
+                                 refresh=False)
+        if step % self.cfg.train.log_every == 0 or step == 1:
+            if self.writer is not None:
+                self.writer.add_scalar("train/utt_per_s", utt_s, step)
+            log.info("epoch %d step %d loss %.4f lr %.3e utt/s %.1f audio-s/s %.1f pad %.2f%s", epoch + 1, step,
+                     step_loss, lr, utt_s, w.seconds * self.env.world_size / max(now - w.start, 1e-9), pad,
+                     ("" if grad_norm is None else f" grad_norm {grad_norm:.3f}")
+                     + (f" ctc {sum(w.ctc) / len(w.ctc):.3f}" if w.ctc else "")
+                     + (f" align {sum(w.align) / len(w.align):.3f}" if w.align else ""))
+            self.window = _LogWindow(start=now)
+
+    def _write_metrics(self, record: dict) -> None:
+        if self.env.is_main:
+            with self.metrics_file.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    def run_validation() -> None:
-        if dev_loader is None:
+    def autocast(self):
+        return autocast_context(self.cfg, self.device, self.engine)
+
+    # ------------------------------------------------------------------------- validate, save, finish
+
+    def validate(self) -> None:
+        """Validation on the dev set, if there is one (collective); logged to train.log, TensorBoard and
+        metrics.jsonl, and kept in ``result.validation``."""
+        if self.dev_loader is None:
             return
         t0 = time.time()
-        res = validate(engine, built, cmvn, dev_loader, dev_set, cfg, device,
-                       lambda: autocast_context(cfg, device, engine))
+        res = validation.validate(self.engine, self.built, self.cmvn, self.dev_loader, self.dev_set, self.cfg,
+                                  self.device, self.autocast)
         examples = res.pop("examples", [])
-        result.validation = res
-        log.info("validation at step %d (%.1f s): %s", state.step, time.time() - t0,
+        self.result.validation = res
+        step = self.state.step
+        log.info("validation at step %d (%.1f s): %s", step, time.time() - t0,
                  ", ".join(f"{k}={v:.4g}" for k, v in res.items()))
         for ex in examples:
             log.info("  %s [%s] %r", ex["id"], ex["task"], ex["hyp"])
-        if writer is not None:
+        if self.writer is not None:
             for k, v in res.items():
-                writer.add_scalar(f"dev/{k}", v, state.step)
-        log_metrics({"step": state.step, "validation": res})
+                self.writer.add_scalar(f"dev/{k}", v, step)
+        self._write_metrics({"step": step, "validation": res})
 
-    def checkpoint() -> None:
-        save_checkpoint(engine, state, exp_dir, cfg.train.keep_last, cfg.to_dict())
-        log.info("checkpoint step %d saved", state.step)
+    def save(self) -> None:
+        """A training checkpoint of the current step, for exact resume (collective)."""
+        save_training_state(self.engine, self.state, self.exp_dir, self.cfg.train.keep_last, self.cfg.to_dict())
+        log.info("checkpoint step %d saved", self.state.step)
 
-    # ---- loop
-    ctx = lambda: autocast_context(cfg, device, engine)  # noqa: E731
-    set_train_mode(built, True)
-    bar = None
-    if env.is_main and cfg.train.progress:
-        from tqdm import tqdm
+    def finish(self) -> TrainResult:
+        """The final checkpoint (unless the run resumed at it and took no step), a last validation, the
+        export, and summary.json with every rank's weight checksum."""
+        state, result = self.state, self.result
+        if self.resume_from is None or state.step > _checkpoint_step(self.resume_from):
+            self.save()
+        self.validate()
+        if self.cfg.export.at_end:
+            from mooer.training.export import export_model
 
-        bar = tqdm(total=planned_steps, initial=min(state.step, planned_steps), unit="step", dynamic_ncols=True,
-                   desc="train")
-    group_loss = group_tokens = group_secs = 0.0  # sums over the current accumulation group (this rank)
-    group_utts = 0
-    group_pad: list[float] = []
-    t_window, utts_window, secs_window = time.time(), 0, 0.0
-    ctc_weight = cfg.model.ctc_weight
-    ctc_window: list[float] = []  # auxiliary CTC losses since the last log line (this rank)
-    align_window: list[float] = []  # guided-attention losses since the last log line (this rank)
-    last_batch = None
-    done = state.step >= planned_steps
-    while not done and state.epoch < cfg.train.epochs:
-        epoch = state.epoch
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        if state.sampler and state.sampler.get("epoch") == epoch:
-            sampler.load_state_dict(state.sampler)
-        consumed = 0
-        for batch in loader:
-            consumed += 1
-            state.batches_in_epoch += 1
-            boundary = (state.micro_step + 1) % accum == 0
-            with engine.accumulate(boundary):
-                if batch is None:
-                    # Every utterance of this batch was bad (the dataset logged why). The step still runs
-                    # a forward/backward with zero weight, so that DDP/DeepSpeed collectives stay in step.
-                    if last_batch is None:
-                        raise ConfigError("the first training batch has no usable utterance; check the "
-                                          "manifest and audio (see the warnings above)")
-                    with ctx():
-                        out = engine.forward(last_batch.features, last_batch.lengths, last_batch.tokens,
-                                             last_batch.transcript_ids if ctc_weight else None)
-                    loss = (out.loss + (out["ctc_loss"] if ctc_weight else 0.0)) * 0.0
-                    engine.backward(loss)
-                    n_tok, n_utt = 0, 0
-                else:
-                    batch = batch.to(device, non_blocking=True)
-                    last_batch = batch
-                    ctc_targets = batch.transcript_ids if ctc_weight else None
-                    with ctx():
-                        out = engine.forward(batch.features, batch.lengths, batch.tokens, ctc_targets)
-                    loss = out.loss  # the reported loss: the LLM's cross-entropy
-                    total = loss
-                    if ctc_weight:
-                        ctc_window.append(float(out["ctc_loss"].detach()))
-                        total = loss + ctc_weight * out["ctc_loss"]
-                    if "align_loss" in out:
-                        align_window.append(float(out["align_loss"].detach()))
-                        total = total + cfg.model.align_weight * out["align_loss"]
-                    if not torch.isfinite(total):
-                        raise FloatingPointError(f"non-finite loss {float(total)} at step {state.step}, "
-                                                 f"batch {batch.ids[:4]}")
-                    engine.backward(total)
-                    n_tok, n_utt = batch.num_answer_tokens, len(batch)
-                    group_pad.append(batch.padding_fraction)
-                    secs_window += batch.audio_seconds
-                    group_secs += batch.audio_seconds
-            grad_norm = engine.step(boundary)
-            state.micro_step += 1
-            utts_window += n_utt
-            group_loss += float(loss.detach()) * n_tok
-            group_tokens += n_tok
-            group_utts += n_utt
-            if not boundary:
-                continue
-
-            # ---- an optimizer step was taken
-            state.step += 1
-            g_loss, g_tok, g_utt, g_secs = engine.all_reduce_sum(
-                [group_loss, group_tokens, float(group_utts), group_secs])
-            state.utterances += int(g_utt)
-            state.audio_seconds += g_secs
-            step_loss = g_loss / g_tok if g_tok else float("nan")  # nan: no usable utterance in the step
-            lr = engine.lr
-            result.losses[state.step] = step_loss
-            now = time.time()
-            utt_s = utts_window * env.world_size / max(now - t_window, 1e-9)
-            pad = float(np.mean(group_pad)) if group_pad else 0.0
-            record = {"step": state.step, "epoch": epoch, "loss": step_loss, "lr": lr, "tokens": g_tok,
-                      "utterances": g_utt, "padding": pad}
-            if grad_norm is not None:
-                record["grad_norm"] = grad_norm
-            log_metrics(record)
-            if writer is not None:
-                if math.isfinite(step_loss):
-                    writer.add_scalar("train/loss", step_loss, state.step)
-                writer.add_scalar("train/lr", lr, state.step)
-                writer.add_scalar("train/padding_fraction", pad, state.step)
-                if grad_norm is not None and math.isfinite(grad_norm):
-                    writer.add_scalar("train/grad_norm", grad_norm, state.step)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", utt_s=f"{utt_s:.1f}", pad=f"{pad:.2f}",
-                                refresh=False)
-            if state.step % cfg.train.log_every == 0 or state.step == 1:
-                if writer is not None:
-                    writer.add_scalar("train/utt_per_s", utt_s, state.step)
-                log.info("epoch %d step %d loss %.4f lr %.3e utt/s %.1f audio-s/s %.1f pad %.2f%s", epoch + 1,
-                         state.step, step_loss, lr, utt_s, secs_window * env.world_size / max(now - t_window, 1e-9),
-                         pad, ("" if grad_norm is None else f" grad_norm {grad_norm:.3f}")
-                         + (f" ctc {sum(ctc_window) / len(ctc_window):.3f}" if ctc_window else "")
-                         + (f" align {sum(align_window) / len(align_window):.3f}" if align_window else ""))
-                t_window, utts_window, secs_window = now, 0, 0.0
-                ctc_window.clear()
-                align_window.clear()
-            group_loss = group_tokens = group_secs = 0.0
-            group_utts = 0
-            group_pad = []
-
-            done = state.step >= planned_steps
-            if cfg.validation.every and state.step % cfg.validation.every == 0 and not done:
-                run_validation()
-            if cfg.train.save_every and state.step % cfg.train.save_every == 0 and not done:
-                state.sampler = sampler.state_dict(batches_consumed=consumed)
-                checkpoint()
-            if done:
-                break
-        else:
-            state.epoch += 1
-            state.batches_in_epoch = 0
-            state.sampler = {}
-            continue
-        state.sampler = sampler.state_dict(batches_consumed=consumed)
-        if state.batches_in_epoch >= batches_per_epoch:
-            state.epoch += 1
-            state.batches_in_epoch = 0
-            state.sampler = {}
-    if bar is not None:
-        bar.close()
-    if state.micro_step % accum:
-        log.info("discarding the gradients of %d micro-batches that did not complete an accumulation group",
-                 state.micro_step % accum)
-        engine.discard_gradients()
-
-    # ---- the end: checkpoint, validation, export
-    if resume_from is None or state.step > _checkpoint_step(resume_from):
-        checkpoint()
-    run_validation()
-    if cfg.export.at_end:
-        from mooer.training.export import export_model
-
-        result.export = export_model(engine, built, cfg)
-    checks = engine.all_gather_object(_checksum(engine))
-    summary = {"step": state.step, "epoch": state.epoch, "micro_step": state.micro_step,
-               "utterances": state.utterances, "audio_seconds": state.audio_seconds,
-               "final_loss": result.losses.get(state.step), "validation": result.validation,
-               "export": result.export, "rank_checksums": checks, "world_size": env.world_size}
-    if env.is_main:
-        (exp_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
-                                              encoding="utf-8")
-    if writer is not None:
-        writer.close()
-    log.info("done: %d optimizer steps, %d utterances, %.1f h of audio", state.step, state.utterances,
-             state.audio_seconds / 3600)
-    return result
+            result.export = export_model(self.engine, self.built, self.cfg)
+        checks = self.engine.all_gather_object(_checksum(self.engine))
+        summary = {"step": state.step, "epoch": state.epoch, "micro_step": state.micro_step,
+                   "utterances": state.utterances, "audio_seconds": state.audio_seconds,
+                   "final_loss": result.losses.get(state.step), "validation": result.validation,
+                   "export": result.export, "rank_checksums": checks, "world_size": self.env.world_size}
+        if self.env.is_main:
+            (self.exp_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                                                       encoding="utf-8")
+        if self.writer is not None:
+            self.writer.close()
+        log.info("done: %d optimizer steps, %d utterances, %.1f h of audio", state.step, state.utterances,
+                 state.audio_seconds / 3600)
+        return result
 
 
 def _checkpoint_step(path: Path) -> int:
