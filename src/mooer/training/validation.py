@@ -94,30 +94,25 @@ def decode_metrics(built: BuiltModel, cmvn: Cmvn, dataset, indices: list[int], c
 
 def decode_dev(built: BuiltModel, cmvn: Cmvn, samples: list[Sample],
                cfg: ValidationConfig) -> dict[str, dict[str, str]]:
-    """Greedy-decode ``samples`` (each with the task it was drawn for) with the model being trained, through
-    the inference facade :class:`mooer.api.MooER`; returns ``{task: {utterance id: text}}``.
-
-    Per task, utterances are decoded longest first in batches of ``cfg.decode_batch_size``, with the
-    ``cfg.decoding`` preset and at most ``cfg.max_new_tokens`` new tokens.
+    """Decode ``samples`` (each with the task it was drawn for) with the model being trained, through the
+    inference pipeline (:class:`mooer.inference.pipeline.Pipeline`: the path of every front end); returns
+    ``{task: {utterance id: text}}``. Per task, utterances are decoded longest first in batches of
+    ``cfg.decode_batch_size``, with the ``cfg.decoding`` preset and at most ``cfg.max_new_tokens`` tokens.
     """
-    from mooer.api import MooER
-    from mooer.checkpoint import Loaded
     from mooer.decoding import get_preset
+    from mooer.features import FeatureExtractor
+    from mooer.inference.pipeline import Pipeline, Prepared
+    from mooer.prompting import PromptBuilder
 
-    api = MooER(Loaded(built.model, built.tokenizer, cmvn, built.prompts, built.default_task))
+    pipeline = Pipeline(built.model, built.tokenizer, PromptBuilder(built.tokenizer, built.prompts),
+                        FeatureExtractor(cmvn))
     options = get_preset(cfg.decoding)
-    by_task: dict[str, list[tuple[str, torch.Tensor]]] = {}
+    by_task: dict[str, list[Prepared]] = {}
     for sample in samples:
-        by_task.setdefault(sample.task, []).append((sample.id, sample.features))
-    hyps: dict[str, dict[str, str]] = {}
-    for task, items in by_task.items():
-        items.sort(key=lambda x: -x[1].shape[0])
-        for start in range(0, len(items), cfg.decode_batch_size):
-            chunk = items[start : start + cfg.decode_batch_size]
-            rows = api.decode_batch([f for _, f in chunk], task, options, cfg.max_new_tokens)
-            for (uid, _), ids in zip(chunk, rows):
-                hyps.setdefault(task, {})[uid] = api.text_of(ids)
-    return hyps
+        by_task.setdefault(sample.task, []).append(Prepared(sample.id, sample.id, sample.features, 0.0))
+    return {task: {r.key: r.text for r in pipeline.decode(items, task, options, cfg.decode_batch_size,
+                                                          max_new_tokens=cfg.max_new_tokens)}
+            for task, items in by_task.items()}
 
 
 def _has_cjk(text: str) -> bool:
