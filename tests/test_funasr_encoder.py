@@ -19,17 +19,26 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from funasr.models.sanm.encoder import SANMEncoder as FunASRSANMEncoder
 
-from fixtures_path import AM_MVN, AUDIO, CLIPS, OFFICIAL_TINY
-from mooer.api import MooER
-from mooer.checkpoint import load_checkpoint, load_encoder
-from mooer.cli import main
-from mooer.decoding import PRESETS
-from mooer.errors import CheckpointError
-from mooer.funasr_config import FUNASR_SANM_DEFAULTS, encoder_config_to_yaml
-from mooer.models.sanm import SANMEncoder, SANMEncoderConfig
-from mooer.prompting import collate_tokens, pad_features
+# Importing funasr imports every module of it, and one (funasr/bin/realtime_ws.py) calls logging.basicConfig
+# at import time: undo that, so that collecting this file does not change the logging of other tests.
+_root = logging.getLogger()
+_level, _handlers = _root.level, list(_root.handlers)
+from funasr.models.sanm.encoder import SANMEncoder as FunASRSANMEncoder  # noqa: E402
+
+_root.setLevel(_level)
+for _handler in [h for h in _root.handlers if h not in _handlers]:
+    _root.removeHandler(_handler)
+
+from fixtures_path import AM_MVN, AUDIO, CLIPS, OFFICIAL_TINY  # noqa: E402
+from mooer.api import MooER  # noqa: E402
+from mooer.checkpoint import load_checkpoint, load_encoder  # noqa: E402
+from mooer.cli import main  # noqa: E402
+from mooer.decoding import PRESETS  # noqa: E402
+from mooer.errors import CheckpointError  # noqa: E402
+from mooer.funasr_config import FUNASR_SANM_DEFAULTS, encoder_config_to_yaml  # noqa: E402
+from mooer.models.sanm import SANMEncoder, SANMEncoderConfig  # noqa: E402
+from mooer.prompting import collate_tokens, pad_features  # noqa: E402
 
 FRONTEND_CONF = {"fs": 16000, "window": "hamming", "n_mels": 80, "frame_length": 25, "frame_shift": 10,
                  "lfr_m": 7, "lfr_n": 6}
