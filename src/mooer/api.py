@@ -79,6 +79,7 @@ class MooER:
         *,
         variant: str | None = None,
         llm: str | os.PathLike | None = None,
+        encoder: str | os.PathLike | None = None,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
         attn_implementation: str | None = None,
@@ -88,6 +89,8 @@ class MooER:
     ) -> "MooER":
         """Load an official release directory or a mooer model directory (None = the bundled default).
 
+        ``encoder`` replaces an official release's ``paraformer_encoder/`` (CMVN included): a FunASR model
+        directory (``model.pt`` + ``config.yaml`` + ``am.mvn``) or a directory holding ``paraformer-encoder.pth``.
         ``device``/``dtype`` default to CUDA + bfloat16 when a GPU is present, else CPU + float32.
         ``attn_implementation`` is the LLM's attention kernel (None = the transformers default, ``"sdpa"``).
         Speed options (see :mod:`mooer.inference.speed`): ``quantize="int8"`` (CPU, not exact) and ``compile=True``
@@ -99,7 +102,7 @@ class MooER:
 
             path = default_model_path()
         model = cls(load_checkpoint(path, variant=variant, llm=llm, device=device, dtype=dtype,
-                                    attn_implementation=attn_implementation), engine=engine)
+                                    attn_implementation=attn_implementation, encoder=encoder), engine=engine)
         if quantize:
             from mooer.inference.speed import quantize_llm
 

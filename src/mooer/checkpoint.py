@@ -2,7 +2,7 @@
 
 Official release layout (spec §1.2)::
 
-    ROOT/paraformer_encoder/{am.mvn, paraformer-encoder.pth}
+    ROOT/paraformer_encoder/{am.mvn, paraformer-encoder.pth}   (+ config.yaml: FunASR's encoder_conf, optional)
     ROOT/<variant>/adapter_project.pt            variant in asr, ast, asr_ast_mtl, ...
     ROOT/<variant>/lora_weights/{adapter_config.json, adapter_model.bin|.safetensors}
     ROOT/<any name>/                             the LLM as a Hugging Face model directory (or --llm)
@@ -13,6 +13,10 @@ Own format (written by ``mooer convert`` and ``MooER.save_pretrained``)::
     DIR/model.safetensors   encoder.*, adapter.*, cmvn.shift, cmvn.scale (+ ctc_head.* if config has "ctc_head")
     DIR/llm/                the LLM (LoRA merged) + tokenizer as a Hugging Face directory
 
+The encoder may also come from a FunASR model directory (``model.pt`` with ``encoder.*`` keys, ``config.yaml``,
+``am.mvn``): ``encoder=`` / ``--encoder``. Its architecture is read from the ``config.yaml`` beside the weights
+when there is one (:mod:`mooer.funasr_config`), since the head count cannot be read from tensor shapes.
+
 A missing or unexpected key is a :class:`CheckpointError` that names the key and the file (the original
 loaded non-strictly and could silently run a random encoder, spec 15.3).
 """
@@ -20,6 +24,7 @@ loaded non-strictly and could silently run a random encoder, spec 15.3).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +33,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mooer.errors import CheckpointError
-from mooer.features import Cmvn
+from mooer.features import FEATURE_DIM, Cmvn
+from mooer.funasr_config import CONFIG_FILE, encoder_config_from_yaml
 from mooer.models.adapter import AdapterConfig, LinearAdapter
 from mooer.models.mooer import MooERNetwork
 from mooer.models.sanm import SANMEncoder, SANMEncoderConfig
@@ -43,6 +49,10 @@ LORA_DIR = "lora_weights"
 ADAPTER_PREFIX = "encoder_projector."
 ENCODER_PREFIX_IN_ADAPTER = "encoder.model."
 VARIANT_PREFERENCE = ("asr_ast_mtl",)
+FUNASR_WEIGHTS = "model.pt"  # a FunASR model directory's weights: encoder.*, decoder.*, predictor.*, ...
+FUNASR_ENCODER_PREFIX = "encoder."
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -198,7 +208,7 @@ def find_llm_dir(root: Path) -> Path:
 
 
 def is_official_layout(path: Path) -> bool:
-    return (path / ENCODER_DIR / ENCODER_FILE).is_file()
+    return any((path / ENCODER_DIR / name).is_file() for name in (ENCODER_FILE, FUNASR_WEIGHTS))
 
 
 def is_native_format(path: Path) -> bool:
@@ -211,32 +221,96 @@ def is_native_format(path: Path) -> bool:
         return False
 
 
-def load_encoder(path: str | Path) -> SANMEncoder:
-    """A SANM encoder from ``paraformer-encoder.pth`` (or the directory holding it), loaded strictly;
-    its architecture is inferred from the tensor shapes."""
-    path = Path(path)
+@dataclass(frozen=True)
+class EncoderFiles:
+    """Where an encoder's weights, architecture and CMVN are: all in one directory."""
+
+    weights: Path  # paraformer-encoder.pth, or a FunASR model.pt
+    config: Path | None  # the FunASR config.yaml beside the weights, if there is one
+    cmvn: Path  # the am.mvn beside the weights (read, and so checked, by whoever needs it)
+
+
+def encoder_files(path: str | Path) -> EncoderFiles:
+    """The files of an encoder given as a weights file or a directory: a release's ``paraformer_encoder/``
+    (``paraformer-encoder.pth``) or a FunASR model directory (``model.pt``)."""
+    path = Path(path).expanduser()
     if path.is_dir():
-        path = path / ENCODER_FILE
-    state = torch_load_weights(path)
+        found = [path / name for name in (ENCODER_FILE, FUNASR_WEIGHTS) if (path / name).is_file()]
+        if not found:
+            raise CheckpointError(f"{path}: no encoder weights ({ENCODER_FILE}, or {FUNASR_WEIGHTS} of a FunASR "
+                                  f"model directory)")
+        path = found[0]
+    elif not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    config = path.parent / CONFIG_FILE
+    return EncoderFiles(weights=path, config=config if config.is_file() else None, cmvn=path.parent / CMVN_FILE)
+
+
+def encoder_state(state: dict, source: Path) -> dict:
+    """The encoder's own keys of a weights file: all of a bare encoder state dict (``paraformer-encoder.pth``),
+    or the ``encoder.*`` keys of a FunASR model, whose decoder/predictor/CTC keys are not used (logged)."""
+    # FunASR's load_pretrained_model unwraps training checkpoints the same way.
+    for wrapper in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not any(k.startswith(FUNASR_ENCODER_PREFIX) for k in state):  # a bare encoder's keys are encoders0.*, ...
+        return state
+    ours = {k[len(FUNASR_ENCODER_PREFIX):]: v for k, v in state.items() if k.startswith(FUNASR_ENCODER_PREFIX)}
+    ignored = sorted({k.split(".")[0] for k in state if not k.startswith(FUNASR_ENCODER_PREFIX)})
+    if ignored:
+        log.info("%s: %d keys outside the encoder (%s) ignored", source, len(state) - len(ours), ", ".join(ignored))
+    return ours
+
+
+def encoder_config(state: dict, files: EncoderFiles) -> SANMEncoderConfig:
+    """The architecture of ``state``: from ``config.yaml`` if there is one (checked against the shapes), else
+    from the shapes plus Paraformer-large's head count and FSMN shift, which the shapes cannot show."""
     try:
-        config = SANMEncoder.config_from_state_dict(state)
+        shapes = SANMEncoder.shapes_from_state_dict(state)
     except KeyError as e:
-        raise CheckpointError(f"{path}: not a SANM encoder state dict (no key {e})") from None
-    encoder = SANMEncoder(config)
-    load_strict(encoder, state, path, "the SANM encoder")
+        raise CheckpointError(f"{files.weights}: not a SANM encoder state dict (no key {e})") from None
+    if shapes["input_size"][0] != FEATURE_DIM:  # mooer's front end always gives 560 (80 mel bins x LFR 7)
+        raise CheckpointError(f"{files.weights}: the encoder takes {shapes['input_size'][0]} features per frame "
+                              f"({shapes['input_size'][1]}), mooer's front end gives {FEATURE_DIM}")
+    if files.config is not None:
+        return encoder_config_from_yaml(files.config, shapes)
+    config = SANMEncoder.config_from_state_dict(state)
+    log.info("%s: no %s beside it; assuming Paraformer-large's attention_heads=%d and sanm_shfit=%d (the shapes "
+             "cannot show them)", files.weights, CONFIG_FILE, config.attention_heads, config.sanm_shift)
+    if config.d_model % config.attention_heads:
+        raise CheckpointError(f"{files.weights}: width {config.d_model} is not divisible by the assumed "
+                              f"{config.attention_heads} heads; give the architecture in a {CONFIG_FILE} beside it")
+    return config
+
+
+def load_encoder(path: str | Path | EncoderFiles) -> SANMEncoder:
+    """A SANM encoder, loaded strictly, from ``paraformer-encoder.pth``, a FunASR ``model.pt`` or the directory
+    holding either (see :func:`encoder_files`); architecture from :func:`encoder_config`."""
+    files = path if isinstance(path, EncoderFiles) else encoder_files(path)
+    state = encoder_state(torch_load_weights(files.weights), files.weights)
+    config = encoder_config(state, files)
+    try:
+        encoder = SANMEncoder(config)
+    except ValueError as e:  # e.g. an FSMN shift beyond the kernel
+        raise CheckpointError(f"{files.config or files.weights}: {e}") from None
+    load_strict(encoder, state, files.weights, "the SANM encoder")
     return encoder
 
 
-def load_adapter(path: str | Path, encoder: SANMEncoder) -> LinearAdapter:
+def load_adapter(path: str | Path, encoder: SANMEncoder, encoder_given: bool = False) -> LinearAdapter:
     """A LinearAdapter from an official ``adapter_project.pt`` (keys ``encoder_projector.*``), strictly.
 
     Its sizes and downsample rate are inferred from the shapes. A file that also holds ``encoder.model.*``
-    keys (a release whose encoder was trained too, spec §4) loads them into ``encoder``, strictly.
+    keys (a release whose encoder was trained too, spec §4) loads them into ``encoder``, strictly; that is an
+    error when ``encoder_given`` (the encoder was chosen explicitly, and these weights would replace it).
     """
     path = Path(path)
     state = torch_load_weights(path)
     enc_override = {k[len(ENCODER_PREFIX_IN_ADAPTER):]: v for k, v in state.items()
                     if k.startswith(ENCODER_PREFIX_IN_ADAPTER)}
+    if enc_override and encoder_given:
+        raise CheckpointError(f"{path}: holds the encoder trained with this adapter ({ENCODER_PREFIX_IN_ADAPTER}*), "
+                              f"which would replace the encoder given with --encoder / encoder=")
     if enc_override:
         load_strict(encoder, {**encoder.state_dict(), **enc_override}, path, "the encoder part")
     other = sorted(k for k in state if not k.startswith((ADAPTER_PREFIX, ENCODER_PREFIX_IN_ADAPTER)))
@@ -258,7 +332,9 @@ def load_adapter(path: str | Path, encoder: SANMEncoder) -> LinearAdapter:
 
 
 def load_official(root: Path, variant: str | None, llm_dir: Path | None, device, dtype,
-                  attn_implementation: str | None = None) -> Loaded:
+                  attn_implementation: str | None = None, encoder: Path | None = None) -> Loaded:
+    """The release layout; ``encoder`` (weights file or directory, see :func:`encoder_files`) replaces
+    ``ROOT/paraformer_encoder``, CMVN included."""
     variants = find_variants(root)
     if variant is None:
         preferred = [v for v in VARIANT_PREFERENCE if v in variants]
@@ -272,10 +348,11 @@ def load_official(root: Path, variant: str | None, llm_dir: Path | None, device,
         raise CheckpointError(f"{root}: no task directory {variant!r} with {ADAPTER_FILE} (found {variants})")
     task_dir = root / variant
 
-    encoder = load_encoder(root / ENCODER_DIR / ENCODER_FILE)
+    enc_files = encoder_files(encoder if encoder is not None else root / ENCODER_DIR)
+    sanm = load_encoder(enc_files)
     ad_path = task_dir / ADAPTER_FILE
-    adapter = load_adapter(ad_path, encoder)
-    enc_config, ad_config = encoder.config, adapter.config
+    adapter = load_adapter(ad_path, sanm, encoder_given=encoder is not None)
+    enc_config, ad_config = sanm.config, adapter.config
 
     llm_dir = Path(llm_dir) if llm_dir else find_llm_dir(root)
     llm, tokenizer = load_llm(llm_dir, dtype, attn_implementation)
@@ -286,14 +363,16 @@ def load_official(root: Path, variant: str | None, llm_dir: Path | None, device,
     if (task_dir / LORA_DIR).is_dir():
         lora_info = merge_lora(llm, task_dir / LORA_DIR)
 
-    cmvn = Cmvn.from_file(root / ENCODER_DIR / CMVN_FILE)
-    model = MooERNetwork(encoder, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    cmvn = Cmvn.from_file(enc_files.cmvn)
+    model = MooERNetwork(sanm, adapter, llm, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
     model.to(device=device, dtype=dtype).eval()
     multitask = "mtl" in variant
     prompts = dict(OFFICIAL_MTL_PROMPTS if multitask else OFFICIAL_PROMPTS)
     default_task = "ast" if multitask or variant == "ast" else "asr"
     info = {"format": "official", "path": str(root), "variant": variant, "llm": str(llm_dir), "lora": lora_info,
-            "encoder": enc_config.to_dict(), "adapter": ad_config.to_dict()}
+            "encoder": enc_config.to_dict(), "adapter": ad_config.to_dict(),
+            "encoder_weights": str(enc_files.weights),
+            "encoder_config": str(enc_files.config) if enc_files.config else "assumed (Paraformer-large)"}
     return Loaded(model, tokenizer, cmvn, prompts, default_task, info)
 
 
@@ -363,7 +442,8 @@ def save_native(loaded: Loaded, out_dir: str | Path, source: dict | None = None)
         "prompts": loaded.prompts,
         "default_task": loaded.default_task,
         "source": source if source is not None else loaded.info.get("source") or {
-            k: loaded.info.get(k) for k in ("format", "path", "variant") if loaded.info.get(k)},
+            k: loaded.info.get(k) for k in ("format", "path", "variant", "encoder_weights", "encoder_config")
+            if loaded.info.get(k)},
     }
     (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out
@@ -371,17 +451,26 @@ def save_native(loaded: Loaded, out_dir: str | Path, source: dict | None = None)
 
 def load_checkpoint(path: str | Path, *, variant: str | None = None, llm: str | Path | None = None,
                     device: str | None = None, dtype: str | torch.dtype | None = None,
-                    attn_implementation: str | None = None) -> Loaded:
-    """Load either layout, detected from the directory's content."""
+                    attn_implementation: str | None = None, encoder: str | Path | None = None) -> Loaded:
+    """Load either layout, detected from the directory's content.
+
+    ``encoder`` (official layout only): the encoder to use instead of ``paraformer_encoder/``, a FunASR model
+    directory or any weights file or directory that :func:`encoder_files` accepts; its ``am.mvn`` comes along.
+    """
     root = Path(path).expanduser()
     if not root.is_dir():
         raise CheckpointError(f"{root}: model directory not found")
     dev, dt = default_device_dtype(device, dtype)
-    if is_official_layout(root):
-        return load_official(root, variant, Path(llm) if llm else None, dev, dt, attn_implementation)
+    encoder = Path(encoder).expanduser() if encoder else None
+    # With an explicit encoder, a release directory needs no paraformer_encoder/ of its own.
+    if is_official_layout(root) or (encoder is not None and find_variants(root)):
+        return load_official(root, variant, Path(llm) if llm else None, dev, dt, attn_implementation, encoder)
     if is_native_format(root):
         if variant:
             raise CheckpointError(f"{root}: --variant applies to the official layout only")
+        if encoder is not None:
+            raise CheckpointError(f"{root}: --encoder applies to the official layout only (a mooer model "
+                                  f"directory holds its encoder in model.safetensors)")
         return load_native(root, dev, dt, attn_implementation)
     raise CheckpointError(
         f"{root}: neither the official release layout ({ENCODER_DIR}/{ENCODER_FILE}) nor a mooer model "

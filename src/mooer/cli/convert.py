@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mooer.api import MooER
 
-    model = MooER.from_pretrained(args.src, variant=args.variant, llm=args.llm, device="cpu", dtype=args.dtype)
+    model = MooER.from_pretrained(args.src, variant=args.variant, llm=args.llm, encoder=args.encoder, device="cpu",
+                                  dtype=args.dtype)
     out = model.save_pretrained(args.dst)
     print(f"wrote {out}")
     return 0

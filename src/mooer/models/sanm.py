@@ -50,13 +50,18 @@ class SANMAttention(nn.Module):
 
     def __init__(self, in_dim: int, d_model: int, heads: int, kernel_size: int, shift: int):
         super().__init__()
+        if heads < 1 or d_model % heads:
+            raise ValueError(f"attention_heads {heads} does not divide d_model {d_model}")
         self.heads = heads
         self.d_k = d_model // heads
         self.d_model = d_model
         self.linear_q_k_v = nn.Linear(in_dim, 3 * d_model)
         self.linear_out = nn.Linear(d_model, d_model)
         self.fsmn_block = nn.Conv1d(d_model, d_model, kernel_size, groups=d_model, bias=False)
-        left = (kernel_size - 1) // 2 + shift
+        # FunASR's MultiHeadedAttentionSANM: the shift moves the window right only; a negative one is ignored.
+        left = (kernel_size - 1) // 2 + max(shift, 0)
+        if left > kernel_size - 1:
+            raise ValueError(f"sanm_shift {shift} is too large for FSMN kernel {kernel_size}")
         self.fsmn_padding = (left, kernel_size - 1 - left)
         self.attention_dropout = 0.0
 
@@ -140,16 +145,29 @@ class SANMEncoder(nn.Module):
         return self.after_norm(x)
 
     @staticmethod
+    def shapes_from_state_dict(state_dict: dict) -> dict[str, tuple[int, str]]:
+        """What the tensor shapes determine: ``{field: (value, evidence)}``, the evidence naming the tensor
+        and its shape (for errors). The head count and the FSMN shift leave no trace in the shapes."""
+        qkv0 = "encoders0.0.self_attn.linear_q_k_v.weight"
+        w1 = "encoders0.0.feed_forward.w_1.weight"
+        fsmn = "encoders0.0.self_attn.fsmn_block.weight"
+        later = sorted({int(k.split(".")[1]) for k in state_dict if k.startswith("encoders.")})
+
+        def shape(key):
+            return f"{key} has shape {tuple(state_dict[key].shape)}"
+
+        return {
+            "input_size": (state_dict[qkv0].shape[1], shape(qkv0)),
+            "d_model": (state_dict[qkv0].shape[0] // 3, shape(qkv0)),
+            "linear_units": (state_dict[w1].shape[0], shape(w1)),
+            "num_blocks": (1 + len(later), f"the weights hold encoders0.0 and {len(later)} layers encoders.N"),
+            "kernel_size": (state_dict[fsmn].shape[-1], shape(fsmn)),
+        }
+
+    @staticmethod
     def config_from_state_dict(state_dict: dict, **overrides) -> SANMEncoderConfig:
-        """Infer the architecture (width, depth, FFN, kernel) from checkpoint shapes."""
-        qkv0 = state_dict["encoders0.0.self_attn.linear_q_k_v.weight"]
-        depth = 1 + len({k.split(".")[1] for k in state_dict if k.startswith("encoders.")})
-        fields = dict(
-            input_size=qkv0.shape[1],
-            d_model=qkv0.shape[0] // 3,
-            linear_units=state_dict["encoders0.0.feed_forward.w_1.weight"].shape[0],
-            num_blocks=depth,
-            kernel_size=state_dict["encoders0.0.self_attn.fsmn_block.weight"].shape[-1],
-        )
+        """The architecture that the shapes determine (width, depth, FFN, kernel), plus ``overrides`` for
+        what they cannot (``attention_heads``, ``sanm_shift``: otherwise the Paraformer-large defaults)."""
+        fields = {name: value for name, (value, _) in SANMEncoder.shapes_from_state_dict(state_dict).items()}
         fields.update(overrides)
         return SANMEncoderConfig(**fields)

@@ -69,7 +69,8 @@ class ModelConfig:
     llm_config: Optional[dict] = None
     #: tokenizer directory (default: ``llm_path``)
     tokenizer_path: Optional[str] = _path()
-    #: pretrained SANM encoder: ``paraformer-encoder.pth`` or the directory holding it
+    #: pretrained SANM encoder: ``paraformer-encoder.pth`` or the directory holding it, or a FunASR model
+    #: directory (``model.pt`` with ``encoder.*`` keys); a ``config.yaml`` beside the weights gives the head count
     encoder_path: Optional[str] = _path()
     #: SANMEncoderConfig fields for an encoder built from scratch (ignored when one is loaded)
     encoder: dict = field(default_factory=dict)

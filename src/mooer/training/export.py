@@ -4,6 +4,7 @@ Official layout (what the original wrote by hand after training, spec §1.2, §1
 
     OUT/official/paraformer_encoder/paraformer-encoder.pth   encoder state dict, no prefix, fp32
     OUT/official/paraformer_encoder/am.mvn                   Kaldi nnet1 text (the CMVN in use)
+    OUT/official/paraformer_encoder/config.yaml              the encoder architecture, FunASR's encoder_conf
     OUT/official/<variant>/adapter_project.pt                encoder_projector.* (+ encoder.model.* if trained)
     OUT/official/<variant>/lora_weights/                     adapter_config.json + adapter_model.safetensors
     OUT/official/llm/                                        the LLM the LoRA applies to (+ tokenizer)
@@ -46,6 +47,7 @@ from mooer.checkpoint import (
     save_native,
 )
 from mooer.features import Cmvn
+from mooer.funasr_config import CONFIG_FILE, encoder_config_to_yaml
 from mooer.training.config import Config
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,6 +96,7 @@ def collect_parts(built, dtype: torch.dtype) -> dict:
     model = built.model
     parts = {
         "encoder": _cpu(model.encoder.state_dict(), torch.float32),
+        "encoder_config": model.encoder.config,
         "adapter": _cpu(model.adapter.state_dict(), torch.float32),
         "encoder_trained": any(p.requires_grad for p in model.encoder.parameters()),
         "ctc_head": _cpu(model.ctc_head.state_dict(), torch.float32) if model.ctc_head is not None else None,
@@ -125,6 +128,9 @@ def write_official(parts: dict, built, cmvn: Cmvn, out: Path, variant: str) -> P
     enc_dir.mkdir(parents=True)
     torch.save(OrderedDict(parts["encoder"]), enc_dir / ENCODER_FILE)
     write_cmvn(cmvn, enc_dir / CMVN_FILE)
+    # The head count is not in the weights' shapes: without this file an encoder trained with other than
+    # Paraformer-large's 4 heads would load back (and into the mooer export) as a 4-head one.
+    (enc_dir / CONFIG_FILE).write_text(encoder_config_to_yaml(parts["encoder_config"]), encoding="utf-8")
 
     task_dir = out / variant
     task_dir.mkdir(parents=True)

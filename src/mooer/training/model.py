@@ -32,7 +32,7 @@ from mooer.checkpoint import (
     ADAPTER_FILE,
     CMVN_FILE,
     ENCODER_DIR,
-    ENCODER_FILE,
+    encoder_files,
     find_llm_dir,
     is_official_layout,
     load_adapter,
@@ -172,17 +172,17 @@ def build_model(cfg: ModelConfig, device: torch.device, frozen_dtype: torch.dtyp
             variant = cfg.variant or (variants[0] if len(variants) == 1 else None)
             if variant not in variants:
                 raise ConfigError(f"{init_from}: choose the task directory with model.variant (found {variants})")
-            encoder_path = encoder_path or str(init_from / ENCODER_DIR / ENCODER_FILE)
+            encoder_path = encoder_path or str(init_from / ENCODER_DIR)
             adapter_path = adapter_path or str(init_from / variant / ADAPTER_FILE)
             llm_path = llm_path or str(find_llm_dir(init_from))
             cmvn_default = init_from / ENCODER_DIR / CMVN_FILE
             source["init_from"] = {"format": "official", "path": str(init_from), "variant": variant,
                                    "lora": "continued"}
         if encoder_path:
-            encoder = load_encoder(encoder_path)
-            enc_file = Path(encoder_path) / ENCODER_FILE if Path(encoder_path).is_dir() else Path(encoder_path)
-            cmvn_default = cmvn_default or enc_file.parent / CMVN_FILE
-            source["encoder"] = str(enc_file)
+            enc_files = encoder_files(encoder_path)
+            encoder = load_encoder(enc_files)
+            cmvn_default = cmvn_default or enc_files.cmvn
+            source["encoder"] = str(enc_files.weights)
         else:
             encoder = SANMEncoder(SANMEncoderConfig(**cfg.encoder))
             source["encoder"] = "scratch"
