@@ -328,7 +328,7 @@ class ShardWriter:
             else:
                 with open(path, "rb") as f:
                     data = f.read()
-            return data, ext, audio_info(data).duration
+            return data, ext, audio_info(data, name=utt.audio).duration
         samples = utt.load_audio(SAMPLE_RATE)
         buffer = io.BytesIO()
         sf.write(buffer, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
