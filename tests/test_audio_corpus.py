@@ -283,6 +283,20 @@ def test_cli_transcribe_fifo_and_plain_error_lines(tmp_path: Path, capsys) -> No
     assert f"mooer: error: {fifo}: is a named pipe (FIFO), not a regular file" in captured.err
 
 
+def test_cli_error_lines_stay_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    import mooer.api
+    from mooer.cli import main
+
+    bad = tmp_path / "bad.wav"
+    shutil.copy(AUDIO / "short.wav", bad)
+    real = mooer.api.load_audio
+    monkeypatch.setattr(mooer.api, "load_audio", lambda source, **kw: _raiser(RuntimeError("first\nsecond"))()
+                        if str(source) == str(bad) else real(source, **kw))
+    assert main(["transcribe", str(bad), str(AUDIO / "short.wav"), "--model", str(OFFICIAL_TINY)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert f"mooer: error: {bad}: unexpected RuntimeError: first second" in err and "second" not in err
+
+
 # ------------------------------------------------------------------------------------- data pipeline
 def test_prepare_kaldi_skips_and_counts_every_unreadable_file(corpus_dir: Path, tmp_path: Path, capsys,
                                                                caplog) -> None:

@@ -1,8 +1,9 @@
 """Audio loading: a file, bytes, a stream or an array → mono float32 waveform in [-1, 1] at 16 kHz.
 
-Decoding: soundfile (libsndfile: WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, …) is tried first; it reads 16-bit
+Decoding: soundfile (libsndfile: WAV, FLAC, OGG Vorbis/Opus, AIFF, …) is tried first; it reads 16-bit
 PCM as exactly ``int16 / 32768``, which the reference fixtures require. Whatever it cannot open (M4A/AAC,
-WebM, video containers' audio tracks, …) is decoded by PyAV (FFmpeg), first audio stream.
+WebM, video containers' audio tracks, …) and MPEG audio (below) are decoded by PyAV (FFmpeg), first audio
+stream. Paths must be regular files: a FIFO or device is refused, not read (decoders probe and seek).
 
 Channels are averaged in float32 (the official inference path, spec §2.1), then the mono signal is resampled
 with soxr (quality ``HQ``) when its rate differs from the requested one. Averaging before resampling is
