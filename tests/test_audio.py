@@ -248,7 +248,7 @@ def test_empty_file(tmp_path: Path) -> None:
 def test_text_file_named_wav(tmp_path: Path) -> None:
     path = tmp_path / "notes.wav"
     path.write_text("this is not audio\n" * 20)
-    _assert_audio_error(path, "not a readable audio file")
+    _assert_audio_error(path, "not a decodable audio file")
     with pytest.raises(AudioError):
         audio_info(path)
 
@@ -269,7 +269,7 @@ def test_truncated_file_is_reported(tmp_path: Path) -> None:
     source = _write_with_av(tmp_path / "tone.m4a", _sine(44100), 44100, "aac", "mp4")
     path = tmp_path / "cut.m4a"
     path.write_bytes(source.read_bytes()[:200])
-    _assert_audio_error(path, "not a readable audio file")
+    _assert_audio_error(path, "not a decodable audio file")
 
 
 def test_directory(tmp_path: Path) -> None:

@@ -355,6 +355,11 @@ def test_bad_fields_get_400(http, client, expected):
     for path in (str(wav("zh1")), f"file://{wav('zh1')}"):  # server-side paths are never opened
         assert_error(http.post("/v1/audio/transcriptions", data={"file": path}), 400)
         assert_error(http.post("/v1/mooer/transcribe", data={"file": path}), 400)
+    for endpoint in ("/v1/audio/transcriptions", "/v1/audio/translations", "/v1/mooer/transcribe"):
+        for data in (wav("zh1").read_bytes(), b"some text"):  # no file name: a text field to the server
+            error = assert_error(http.post(endpoint, files={"file": ("", data)}), 400, "missing_file")
+            assert error["param"] == "file" and "file name" in error["message"], error
+            assert "UploadFile" not in error["message"] and "<class" not in error["message"]
     for language in ("zh", "zh-CN", "en", "English", ""):
         r = http.post("/v1/audio/transcriptions", files=audio, data={"language": language})
         assert r.status_code == 200, (language, r.text)

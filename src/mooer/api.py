@@ -21,7 +21,7 @@ import torch
 from mooer.audio import SAMPLE_RATE, audio_info, load_audio
 from mooer.checkpoint import Loaded, load_checkpoint, save_native
 from mooer.decoding import DecodingOptions, Result, get_preset
-from mooer.errors import MooerError
+from mooer.errors import AudioError, MooerError
 from mooer.features import FeatureExtractor, audio_tokens
 from mooer.inference.engines import make_engine
 from mooer.inference.longform import LongFormOptions, transcribe_long
@@ -48,6 +48,21 @@ def _input_name(source: AudioInput, index: int) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)
     return f"<input {index}>"
+
+
+def _input_error(name: str, exc: Exception) -> str:
+    """The error text of one failed input: it names the input, whatever was raised.
+
+    The per-input steps (probe, load, featurise, long-form decoding) turn any Exception into the input's
+    error: decoders raise undocumented types on hostile files, and one file must never cost a batch its
+    other results. KeyboardInterrupt and SystemExit are not Exceptions and still stop the call.
+    """
+    if isinstance(exc, AudioError) and exc.source == name:
+        return str(exc)
+    if isinstance(exc, MooerError):
+        return f"{name}: {exc}"
+    logging.getLogger("mooer").debug("unexpected error on %s", name, exc_info=exc)
+    return f"{name}: unexpected {type(exc).__name__}: {exc}"
 
 
 def default_key(name: str, index: int) -> str:
@@ -132,7 +147,7 @@ class MooER:
     # ---------------------------------------------------------------------------------------- pipeline
     def featurize(self, source: AudioInput, name: str = "<input>") -> tuple[torch.Tensor, float]:
         """Audio → (T6, 560) features and seconds; raises AudioError naming the input if unusable."""
-        wave = load_audio(source)
+        wave = load_audio(source, name=name)
         return self.featurize_waveform(wave, name), len(wave) / SAMPLE_RATE
 
     def featurize_waveform(self, wave: np.ndarray, name: str = "<input>") -> torch.Tensor:
@@ -213,16 +228,16 @@ class MooER:
             key = keys[i] if keys is not None else default_key(name, i)
             try:
                 if isinstance(source, (str, os.PathLike)):  # decide from the header: never load a long file
-                    seconds = audio_info(source).duration
+                    seconds = audio_info(source, name=name).duration
                     if long_form.applies(seconds):
                         return _LongInput(i, key, name, source, seconds)
-                wave = load_audio(source)
+                wave = load_audio(source, name=name)
                 seconds = len(wave) / SAMPLE_RATE
                 if long_form.applies(seconds):
                     return _LongInput(i, key, name, wave, seconds)
                 return Prepared(key, name, self.featurize_waveform(wave, name), seconds, index=i)
-            except MooerError as e:
-                return Result(key=key, audio=name, task=task, error=str(e))
+            except Exception as e:  # noqa: BLE001 - one bad input never stops the others (_input_error)
+                return Result(key=key, audio=name, task=task, error=_input_error(name, e))
 
         def emit(done: list[Result]) -> None:
             if on_results and done:
@@ -266,8 +281,9 @@ class MooER:
                         results[item.index] = transcribe_long(
                             self.pipeline, item.source, key=item.key, name=item.name, duration=item.duration, task=task,
                             options=options, batch_size=batch_size, long_form=long_form)
-                    except MooerError as e:
-                        results[item.index] = Result(key=item.key, audio=item.name, task=task, error=str(e))
+                    except Exception as e:  # noqa: BLE001 - as in prepare(): this input fails, not the call
+                        results[item.index] = Result(key=item.key, audio=item.name, task=task,
+                                                     error=_input_error(item.name, e))
                         stats.failed += 1
                     stats.audio_seconds += item.duration
                     emit([results[item.index]])

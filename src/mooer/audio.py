@@ -1,22 +1,35 @@
 """Audio loading: a file, bytes, a stream or an array → mono float32 waveform in [-1, 1] at 16 kHz.
 
-Decoding: soundfile (libsndfile: WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, …) is tried first; it reads 16-bit
+Decoding: soundfile (libsndfile: WAV, FLAC, OGG Vorbis/Opus, AIFF, …) is tried first; it reads 16-bit
 PCM as exactly ``int16 / 32768``, which the reference fixtures require. Whatever it cannot open (M4A/AAC,
-WebM, video containers' audio tracks, …) is decoded by PyAV (FFmpeg), first audio stream.
+WebM, video containers' audio tracks, …) and MPEG audio (below) are decoded by PyAV (FFmpeg), first audio
+stream. Paths must be regular files: a FIFO or device is refused, not read (decoders probe and seek).
 
 Channels are averaged in float32 (the official inference path, spec §2.1), then the mono signal is resampled
 with soxr (quality ``HQ``) when its rate differs from the requested one. Averaging before resampling is
 equivalent (both are linear) and cheaper.
 
-Every failure (missing file, empty or non-audio content, corrupt data, audio shorter than one 25 ms fbank
-window) raises :class:`mooer.errors.AudioError` naming the source and the reason.
+MPEG audio (``.mp1/.mp2/.mp3``, an ID3 tag or an MPEG frame header at the start, MPEG data in a WAV) goes
+straight to FFmpeg: libsndfile decodes it with mpg123, which writes notes naming no file to the process's
+stderr and gives up at the first damaged frame, where FFmpeg drops the damaged packet and goes on (with a
+warning naming the file).
+
+Every failure (missing file, not a regular file, empty or non-audio content, an encoding no decoder
+reads, corrupt data, audio shorter than one 25 ms fbank window) raises :class:`mooer.errors.AudioError`
+naming the source and the reason; whatever else a decoder, the resampler or numpy raises while reading a
+source is turned into one too, so callers have one exception to handle per input.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import io
+import logging
 import os
+import stat
+import struct
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Union
@@ -36,6 +49,7 @@ __all__ = [
     "AudioSource",
     "AudioInfo",
     "load_audio",
+    "load_audio_segment",
     "audio_info",
     "iter_audio_chunks",
 ]
@@ -48,6 +62,11 @@ MAX_CHANNELS = 8
 
 _RESAMPLE_QUALITY = "HQ"
 _BLOCK_FRAMES = 1 << 16  # frames per soundfile read when streaming
+_HEAD_BYTES = 4096  # read from the start of a source to tell MPEG and WAV headers
+
+_DAMAGED = "decoding failed: damaged or truncated data"
+
+logger = logging.getLogger("mooer.audio")
 
 
 @dataclass(frozen=True)
@@ -98,13 +117,28 @@ def _downmix(samples: np.ndarray, channel_axis: int) -> np.ndarray:
     return samples.mean(axis=channel_axis, dtype=np.float32)
 
 
+def _library_reason(exc: BaseException) -> str:
+    """What a decoder library said, without the file name and errno it repeats ("Invalid data found ...")."""
+    if isinstance(exc, sf.LibsndfileError):
+        return exc.error_string.strip().rstrip(".")
+    if isinstance(exc, av.error.FFmpegError) and exc.strerror:
+        return str(exc.strerror).strip().rstrip(".")
+    if isinstance(exc, (sf.SoundFileError, av.error.FFmpegError)):
+        return str(exc).strip().rstrip(".")
+    return f"{type(exc).__name__}: {exc}"
+
+
 class _SoundfileDecoder(_Decoder):
     def __init__(self, name: str, file: sf.SoundFile) -> None:
         self.name = name
         self._file = file
         self.sample_rate = file.samplerate
         self.channels = file.channels
-        self.num_frames = file.frames if file.seekable() else None
+        if self.sample_rate <= 0 or self.channels <= 0:
+            file.close()
+            raise ValueError(f"{self.sample_rate} Hz, {self.channels} channels")
+        self.seekable = file.seekable()
+        self.num_frames = file.frames if self.seekable else None
 
     def blocks(self) -> Iterator[np.ndarray]:
         try:
@@ -113,29 +147,48 @@ class _SoundfileDecoder(_Decoder):
                 if block.shape[0] == 0:
                     return
                 yield _downmix(block, channel_axis=1)
-        except (sf.SoundFileError, RuntimeError) as exc:
-            raise AudioError(self.name, f"decoding failed (corrupt data?): {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - libsndfile and its codecs fail in many ways on bad data
+            raise AudioError(self.name, _DAMAGED, _library_reason(exc)) from exc
+
+    def read_range(self, first: int, count: int) -> np.ndarray:
+        """Mono samples ``[first, first + count)`` (``count`` -1: to the end), seeking past the others."""
+        try:
+            self._file.seek(min(first, self._file.frames))
+            block = self._file.read(count, dtype="float32", always_2d=True)
+        except Exception as exc:  # noqa: BLE001 - as in blocks()
+            raise AudioError(self.name, _DAMAGED, _library_reason(exc)) from exc
+        return _downmix(block, channel_axis=1)
 
     def close(self) -> None:
         self._file.close()
 
 
 class _PyAVDecoder(_Decoder):
-    def __init__(self, name: str, container: av.container.InputContainer) -> None:
+    def __init__(self, name: str, container: av.container.InputContainer, failures: list[str],
+                 wav: Optional["_WavFormat"]) -> None:
         self.name = name
         self._container = container
-        streams = container.streams.audio
-        if not streams:
+        try:
+            streams = container.streams.audio
+            if not streams:
+                raise AudioError(name, "contains no audio stream")
+            self._stream = streams[0]
+            context = self._stream.codec_context
+            if context is None:  # PyAV gives no codec context when FFmpeg has no decoder for the codec
+                if wav is not None:
+                    raise AudioError(name, f"unsupported WAV encoding: {wav.encoding()}", "; ".join(failures))
+                raise AudioError(name, "not a decodable audio file",
+                                 "; ".join([*failures, "FFmpeg: no decoder for its audio codec"]))
+            self.sample_rate = int(context.sample_rate or 0)
+            self.channels = len(context.layout.channels) if context.layout else 0
+            if self.sample_rate <= 0 or self.channels <= 0:
+                header = [f"WAV header: {wav}"] if wav is not None else []
+                raise AudioError(name, "not a decodable audio file", "; ".join(
+                    [*header, *failures, "FFmpeg: audio stream has no sample rate or channel layout"]))
+            self.num_frames = self._frames_from_duration()
+        except BaseException:
             container.close()
-            raise AudioError(name, "contains no audio stream")
-        self._stream = streams[0]
-        context = self._stream.codec_context
-        self.sample_rate = int(context.sample_rate or 0)
-        self.channels = len(context.layout.channels) if context.layout else 0
-        if self.sample_rate <= 0 or self.channels <= 0:
-            container.close()
-            raise AudioError(name, "audio stream has no sample rate or channel layout")
-        self.num_frames = self._frames_from_duration()
+            raise
 
     def _frames_from_duration(self) -> Optional[int]:
         stream = self._stream
@@ -149,18 +202,116 @@ class _PyAVDecoder(_Decoder):
 
     def blocks(self) -> Iterator[np.ndarray]:
         # Every frame → planar float32 (channels, n) at the native rate and layout (no resampling here).
+        # A packet the codec rejects is dropped and decoding goes on, as the ffmpeg tool does: a damaged
+        # frame in an MP3 costs its 20-odd ms, not the recording.
         converter = av.AudioResampler(format="fltp")
+        damaged = decoded = 0
         try:
-            for frame in self._container.decode(self._stream):
-                for converted in converter.resample(frame):
-                    yield _downmix(converted.to_ndarray(), channel_axis=0)
+            for packet in self._container.demux(self._stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    damaged += 1
+                    continue
+                for frame in frames:
+                    for converted in converter.resample(frame):
+                        decoded += converted.samples
+                        yield _downmix(converted.to_ndarray(), channel_axis=0)
             for converted in converter.resample(None):
+                decoded += converted.samples
                 yield _downmix(converted.to_ndarray(), channel_axis=0)
-        except av.error.FFmpegError as exc:
-            raise AudioError(self.name, f"decoding failed (corrupt data?): {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - FFmpeg errors, and PyAV's own on odd streams
+            raise AudioError(self.name, _DAMAGED,
+                             f"FFmpeg: {_library_reason(exc)}") from exc
+        if damaged and not decoded:
+            raise AudioError(self.name, _DAMAGED,
+                             f"FFmpeg: all {damaged} packets hold invalid data")
+        if damaged:
+            logger.warning("%s: skipped %d damaged packet%s (invalid data)", self.name, damaged,
+                           "" if damaged == 1 else "s")
 
     def close(self) -> None:
         self._container.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Headers: just enough to route MPEG audio and to say which WAV encoding no decoder reads
+# ---------------------------------------------------------------------------------------------------------
+
+_EXTENSIBLE = 0xFFFE
+_KS_GUID_TAIL = uuid.UUID("00000000-0000-0010-8000-00aa00389b71").bytes_le[4:]  # KSDATAFORMAT_SUBTYPE_*
+_WAV_TAGS = {0x0001: "PCM", 0x0002: "MS ADPCM", 0x0003: "IEEE float", 0x0006: "A-law", 0x0007: "mu-law",
+             0x0011: "IMA ADPCM", 0x0031: "GSM 6.10", 0x0040: "G.721 ADPCM", 0x0050: "MPEG",
+             0x0055: "MPEG layer 3"}
+_MPEG_WAV_TAGS = (0x0050, 0x0055)
+_MPEG_SUFFIXES = (".mp1", ".mp2", ".mp3", ".mpga")  # libsndfile picks mpg123 for these by name alone
+
+
+@dataclass(frozen=True)
+class _WavFormat:
+    """The ``fmt `` chunk of a WAV header (for routing and error messages; the decoders parse it again)."""
+
+    tag: int
+    channels: int
+    rate: int
+    bits: int
+    sub_format: Optional[bytes]  # the GUID of WAVE_FORMAT_EXTENSIBLE
+
+    @property
+    def codec_tag(self) -> Optional[int]:
+        """The format tag, or for EXTENSIBLE the tag its sub-format GUID stands for (None if none)."""
+        if self.tag != _EXTENSIBLE:
+            return self.tag
+        if self.sub_format is not None and self.sub_format[4:] == _KS_GUID_TAIL:
+            return struct.unpack("<I", self.sub_format[:4])[0]
+        return None
+
+    def encoding(self) -> str:
+        if self.tag == _EXTENSIBLE:
+            guid = uuid.UUID(bytes_le=self.sub_format) if self.sub_format is not None else "(missing)"
+            known = _WAV_TAGS.get(self.codec_tag) if self.codec_tag is not None else None
+            return f"WAVE_FORMAT_EXTENSIBLE sub-format {guid}{f' = {known}' if known else ''}, " \
+                   f"{self.bits} bits per sample"
+        name = _WAV_TAGS.get(self.tag)
+        if name is None:
+            return f"format tag 0x{self.tag:04X}, {self.bits} bits per sample"
+        return f"{name}, {self.bits} bits per sample, format tag 0x{self.tag:04X}"
+
+    def __str__(self) -> str:
+        return f"{self.encoding()}, {self.channels} channel{'' if self.channels == 1 else 's'}, {self.rate} Hz"
+
+
+def _wav_format(head: bytes) -> Optional[_WavFormat]:
+    """The ``fmt `` chunk of a RIFF/RIFX/RF64 WAVE file starting with ``head``; None if none is there."""
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX", b"RF64") or head[8:12] != b"WAVE":
+        return None
+    order = ">" if head[:4] == b"RIFX" else "<"
+    pos = 12
+    while pos + 8 <= len(head):
+        (size,) = struct.unpack(order + "I", head[pos + 4 : pos + 8])
+        if head[pos : pos + 4] == b"fmt ":
+            body = head[pos + 8 : pos + 8 + min(size, 40)]
+            if len(body) < 16:
+                return None
+            tag, channels, rate, _, _, bits = struct.unpack(order + "HHIIHH", body[:16])
+            sub_format = body[24:40] if tag == _EXTENSIBLE and len(body) >= 40 else None
+            return _WavFormat(tag, channels, rate, bits, sub_format)
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def _is_mpeg(head: bytes, suffix: str, wav: Optional[_WavFormat]) -> bool:
+    """Whether libsndfile would decode this source with mpg123 (by name, ID3 tag, frame sync or WAV tag)."""
+    if suffix in _MPEG_SUFFIXES or head.startswith(b"ID3"):
+        return True
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        return True
+    return wav is not None and wav.codec_tag in _MPEG_WAV_TAGS
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sources
+# ---------------------------------------------------------------------------------------------------------
 
 
 def _source_name(source: object) -> str:
@@ -174,54 +325,107 @@ def _source_name(source: object) -> str:
     return str(name) if isinstance(name, (str, os.PathLike)) else "<file object>"
 
 
-def _opener(source: object, name: str) -> Callable[[], Union[str, BinaryIO]]:
-    """Validate an encoded source and return a function that gives a fresh handle to it at its start."""
+def _check_source(source: object) -> None:
+    """A TypeError (the caller's mistake, not the input's) for what no decoder takes."""
+    if not (isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)) or _is_array(source)
+            or hasattr(source, "read")):
+        raise TypeError(f"unsupported audio source type: {type(source).__name__}")
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+@dataclass
+class _Encoded:
+    """A validated encoded source: a function giving a fresh handle at its start, and its first bytes."""
+
+    open: Callable[[], Union[str, BinaryIO]]
+    head: bytes
+    suffix: str  # lower-case file extension ("" if unknown)
+
+
+def _encoded(source: object, name: str) -> _Encoded:
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise AudioError(name, "file not found")
-        if path.is_dir():
+        path = os.fspath(source)
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise AudioError(name, "file not found") from None
+        except OSError as exc:
+            raise AudioError(name, f"cannot be read: {exc.strerror or exc}") from exc
+        if stat.S_ISDIR(info.st_mode):
             raise AudioError(name, "is a directory, not an audio file")
-        if path.stat().st_size == 0:
+        if not stat.S_ISREG(info.st_mode):  # decoders probe and seek; a pipe would block or lose data
+            kind = next((what for test, what in _FILE_KINDS if test(info.st_mode)), "not a regular file")
+            raise AudioError(name, f"is {kind}, not a regular file: only files can be probed and seeked "
+                                   "(pass a stream's contents as bytes or a file object instead)")
+        if info.st_size == 0:
             raise AudioError(name, "file is empty (0 bytes)")
-        return lambda: str(path)
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(_HEAD_BYTES)
+        except OSError as exc:
+            raise AudioError(name, f"cannot be read: {exc.strerror or exc}") from exc
+        return _Encoded(lambda: path, head, Path(path).suffix.lower())
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if not data:
             raise AudioError(name, "no data (0 bytes)")
-        return lambda: io.BytesIO(data)
-    if hasattr(source, "read"):
-        stream: BinaryIO = source  # type: ignore[assignment]
+        return _Encoded(lambda: io.BytesIO(data), data[:_HEAD_BYTES], "")
+    stream: BinaryIO = source  # type: ignore[assignment]
+    suffix = Path(name).suffix.lower() if not name.startswith("<") else ""
+    try:
         if not (hasattr(stream, "seekable") and stream.seekable()):
-            return _opener(stream.read(), name)  # unseekable: buffer it (decoders need to seek)
+            return _encoded(stream.read(), name)  # unseekable: buffer it (decoders need to seek)
         start = stream.tell()
+        head = stream.read(_HEAD_BYTES)
         end = stream.seek(0, io.SEEK_END)
-        if end == start:
-            raise AudioError(name, "no data (0 bytes)")
+        stream.seek(start)
+    except OSError as exc:
+        raise AudioError(name, f"cannot be read: {exc}") from exc
+    if end == start:
+        raise AudioError(name, "no data (0 bytes)")
 
-        def rewind() -> BinaryIO:
-            stream.seek(start)
-            return stream
+    def rewind() -> BinaryIO:
+        stream.seek(start)
+        return stream
 
-        return rewind
-    raise TypeError(f"unsupported audio source type: {type(source).__name__}")
+    return _Encoded(rewind, head, suffix)
 
 
-def _open(source: object) -> _Decoder:
+def _open(source: object, name: str) -> _Decoder:
     """Open an encoded source with soundfile, else PyAV; raise AudioError if neither can read it."""
-    name = _source_name(source)
-    open_handle = _opener(source, name)
+    encoded = _encoded(source, name)
+    wav = _wav_format(encoded.head)
+    failures: list[str] = []
+    if not _is_mpeg(encoded.head, encoded.suffix, wav):
+        try:
+            return _SoundfileDecoder(name, sf.SoundFile(encoded.open()))
+        except Exception as exc:  # noqa: BLE001 - whatever libsndfile cannot read goes to FFmpeg
+            failures.append(f"soundfile: {_library_reason(exc)}")
     try:
-        return _SoundfileDecoder(name, sf.SoundFile(open_handle()))
-    except (sf.SoundFileError, RuntimeError) as exc:
-        soundfile_error = exc
+        container = av.open(encoded.open(), mode="r")
+    except Exception as exc:  # noqa: BLE001 - the last decoder: its failure is the source's
+        header = [f"WAV header: {wav}"] if wav is not None else []
+        raise AudioError(name, "not a decodable audio file",
+                         "; ".join([*header, *failures, f"FFmpeg: {_library_reason(exc)}"])) from exc
+    return _PyAVDecoder(name, container, failures, wav)
+
+
+@contextlib.contextmanager
+def _named_failures(name: str) -> Iterator[None]:
+    """Whatever a decoder, the resampler or numpy raises for this source becomes an AudioError naming it.
+
+    Library exceptions are many and undocumented (AttributeError from a stream without a codec, MemoryError
+    from a lying header, ...); callers handle one type per input. KeyboardInterrupt and SystemExit pass.
+    """
     try:
-        container = av.open(open_handle(), mode="r")
-    except (av.error.FFmpegError, OSError) as exc:
-        raise AudioError(
-            name, f"not a readable audio file (soundfile: {soundfile_error}; FFmpeg: {exc})"
-        ) from exc
-    return _PyAVDecoder(name, container)
+        yield
+    except AudioError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see above
+        raise AudioError(name, "decoding failed", f"{type(exc).__name__}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -334,34 +538,44 @@ def _rechunk(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
 
 
 def load_audio(
-    source: AudioSource, *, sample_rate: int = SAMPLE_RATE, source_rate: Optional[int] = None
+    source: AudioSource, *, sample_rate: int = SAMPLE_RATE, source_rate: Optional[int] = None,
+    name: Optional[str] = None,
 ) -> np.ndarray:
     """Load ``source`` as a mono float32 waveform in [-1, 1] at ``sample_rate`` (default 16 kHz).
 
     ``source`` may be:
 
-    - a path (``str`` / ``os.PathLike``), encoded bytes, or a binary file object (read from its current
-      position): any format soundfile or FFmpeg can decode; multi-channel audio is averaged; other rates
-      are resampled with soxr;
+    - a path (``str`` / ``os.PathLike``) to a regular file, encoded bytes, or a binary file object (read
+      from its current position): any format soundfile or FFmpeg can decode; multi-channel audio is
+      averaged; other rates are resampled with soxr;
     - a numpy array or torch tensor of decoded samples, 1-D, or 2-D ``(channels, samples)`` with at most
       8 channels (a ``(samples, channels)`` array is also recognised, since the channel axis is the short
       one). Floats are taken as they are; int16/int32 PCM is scaled to [-1, 1). The array is assumed to be
       at ``source_rate``, which defaults to ``sample_rate`` (no resampling).
 
+    ``name`` names the source in errors (default: the path, else ``<bytes>``, ``<array>``, ...).
     Float files are not clipped. Raises :class:`~mooer.errors.AudioError` for a missing, empty, unreadable
-    or corrupt source, non-finite samples, and audio shorter than one 25 ms fbank window.
+    or corrupt source, non-finite samples, and audio shorter than one 25 ms fbank window; ``TypeError`` for
+    a source of an unsupported type.
     """
     _check_rate(sample_rate)
-    name = _source_name(source)
-    if _is_array(source):
-        native_rate = sample_rate if source_rate is None else source_rate
-        _check_rate(native_rate)
-        samples = _array_to_mono(source, name)  # type: ignore[arg-type]
-    else:
-        with _open(source) as decoder:
-            native_rate = decoder.sample_rate
-            blocks = list(decoder.blocks())
-        samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    _check_source(source)
+    name = name or _source_name(source)
+    with _named_failures(name):
+        if _is_array(source):
+            native_rate = sample_rate if source_rate is None else source_rate
+            _check_rate(native_rate)
+            samples = _array_to_mono(source, name)  # type: ignore[arg-type]
+        else:
+            with _open(source, name) as decoder:
+                native_rate = decoder.sample_rate
+                blocks = list(decoder.blocks())
+            samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+        return _finish(name, samples, native_rate, sample_rate)
+
+
+def _finish(name: str, samples: np.ndarray, native_rate: int, sample_rate: int) -> np.ndarray:
+    """Check length and values at the native rate, resample, check the length again."""
     _check_length(name, samples.shape[0], native_rate)
     _check_finite(name, samples)
     samples = _resample(samples, native_rate, sample_rate)
@@ -369,27 +583,63 @@ def load_audio(
     return samples
 
 
-def audio_info(source: AudioSource, *, source_rate: int = SAMPLE_RATE) -> AudioInfo:
+def load_audio_segment(
+    source: AudioSource, start: float, end: Optional[float] = None, *, sample_rate: int = SAMPLE_RATE,
+    name: Optional[str] = None,
+) -> np.ndarray:
+    """The ``[start, end)`` seconds of an encoded ``source`` (``end`` None: to the end), like :func:`load_audio`.
+
+    Formats libsndfile reads are seeked and only the segment is decoded: samples ``[int(start·sr),
+    int(end·sr))`` at the file's native rate ``sr``, then averaged and resampled. Others (MP3, M4A, ...) are
+    decoded whole at ``sample_rate`` and cut there. An empty or too short segment is an AudioError.
+    """
+    _check_rate(sample_rate)
+    _check_source(source)
+    if _is_array(source):
+        raise TypeError("load_audio_segment takes encoded audio; slice an array directly")
+    name = name or _source_name(source)
+    with _named_failures(name):
+        with _open(source, name) as decoder:
+            if isinstance(decoder, _SoundfileDecoder) and decoder.seekable:
+                native = decoder.sample_rate
+                first = int(start * native)
+                count = -1 if end is None else max(0, int(end * native) - first)
+                samples = decoder.read_range(first, count)
+                if samples.shape[0] == 0:
+                    raise AudioError(name, f"segment [{start}, {end}) s is empty")
+                return _finish(name, samples, native, sample_rate)
+            native = decoder.sample_rate
+            blocks = list(decoder.blocks())
+        whole = _finish(name, np.concatenate(blocks) if blocks else np.zeros(0, np.float32), native, sample_rate)
+        cut = whole[int(start * sample_rate) : None if end is None else int(end * sample_rate)]
+        _check_length(name, cut.shape[0], sample_rate)
+        return cut
+
+
+def audio_info(source: AudioSource, *, source_rate: int = SAMPLE_RATE, name: Optional[str] = None) -> AudioInfo:
     """Duration, native sample rate, channel count and frame count of ``source``, from the header.
 
     Nothing is decoded unless a compressed container has no duration in its header. For arrays,
-    ``source_rate`` is the rate they are at (default 16 kHz).
+    ``source_rate`` is the rate they are at (default 16 kHz). Errors as :func:`load_audio`.
     """
-    if _is_array(source):
-        _check_rate(source_rate)
-        shape = tuple(source.shape)  # type: ignore[union-attr]
-        mono = _array_to_mono(source, _source_name(source))  # type: ignore[arg-type]
-        channels = 1 if len(shape) == 1 else int(np.prod(shape)) // mono.shape[0]
-        return AudioInfo(mono.shape[0] / source_rate, source_rate, channels, mono.shape[0])
-    with _open(source) as decoder:
-        num_frames = decoder.num_frames
-        if num_frames is None:
-            num_frames = sum(block.shape[0] for block in decoder.blocks())
-        return AudioInfo(num_frames / decoder.sample_rate, decoder.sample_rate, decoder.channels, num_frames)
+    _check_source(source)
+    name = name or _source_name(source)
+    with _named_failures(name):
+        if _is_array(source):
+            _check_rate(source_rate)
+            shape = tuple(source.shape)  # type: ignore[union-attr]
+            mono = _array_to_mono(source, name)  # type: ignore[arg-type]
+            channels = 1 if len(shape) == 1 else int(np.prod(shape)) // mono.shape[0]
+            return AudioInfo(mono.shape[0] / source_rate, source_rate, channels, mono.shape[0])
+        with _open(source, name) as decoder:
+            num_frames = decoder.num_frames
+            if num_frames is None:
+                num_frames = sum(block.shape[0] for block in decoder.blocks())
+            return AudioInfo(num_frames / decoder.sample_rate, decoder.sample_rate, decoder.channels, num_frames)
 
 
 def iter_audio_chunks(
-    source: AudioSource, chunk_seconds: float, *, sample_rate: int = SAMPLE_RATE
+    source: AudioSource, chunk_seconds: float, *, sample_rate: int = SAMPLE_RATE, name: Optional[str] = None
 ) -> Iterator[np.ndarray]:
     """Stream ``source`` as consecutive mono float32 chunks of ``chunk_seconds`` at ``sample_rate``.
 
@@ -400,21 +650,25 @@ def iter_audio_chunks(
 
     Array sources are taken to be at ``sample_rate`` already. The source is opened (and missing/unreadable
     files are reported) when this function is called; decoding errors and a too-short total length are
-    raised while iterating. Truncated compressed files yield whatever FFmpeg/libsndfile can decode.
+    raised while iterating, all as AudioError. Truncated compressed files yield whatever FFmpeg/libsndfile
+    can decode.
     """
     _check_rate(sample_rate)
+    _check_source(source)
     chunk_size = round(chunk_seconds * sample_rate)
     if chunk_size < 1:
         raise ValueError(f"chunk_seconds must give at least one sample, got {chunk_seconds!r}")
+    name = name or _source_name(source)
     if _is_array(source):
-        samples = load_audio(source, sample_rate=sample_rate)
+        samples = load_audio(source, sample_rate=sample_rate, name=name)
         return iter(np.split(samples, range(chunk_size, samples.shape[0], chunk_size)))
-    decoder = _open(source)
+    with _named_failures(name):
+        decoder = _open(source, name)
     return _stream_chunks(decoder, chunk_size, sample_rate)
 
 
 def _stream_chunks(decoder: _Decoder, chunk_size: int, sample_rate: int) -> Iterator[np.ndarray]:
-    with decoder:
+    with decoder, _named_failures(decoder.name):
         total = 0
         blocks = _resample_stream(decoder.blocks(), decoder.sample_rate, sample_rate)
         for chunk in _rechunk(blocks, chunk_size):

@@ -84,7 +84,7 @@ async function main() {
     await page.waitForSelector("#result[data-state=error]");
     const shown = await page.textContent("#error");
     report.bad_file_error = shown;
-    if (!shown.includes("notes.txt") || !shown.includes("not a readable audio file")) {
+    if (!shown.includes("notes.txt") || !shown.includes("not a decodable audio file")) {
       failures.push(`bad file: error shown ${JSON.stringify(shown)}`);
     }
     await page.screenshot({ path: path.join(config.screenshot_dir, "bad_file.png"), fullPage: true });

@@ -210,8 +210,8 @@ def write_subtitle_files(results, fmt: str, output: str | None, several: bool) -
 
 def _report(results) -> int:
     failed = [r for r in results if r.error]
-    for r in failed:
-        print(f"mooer: error: {r.error}", file=sys.stderr)
+    for r in failed:  # one line per failed input, whatever a library put in its message
+        print("mooer: error: " + " ".join(r.error.splitlines()), file=sys.stderr)
     if failed:
         print(f"mooer: {len(failed)} of {len(results)} inputs failed", file=sys.stderr)
     return 1 if failed else 0

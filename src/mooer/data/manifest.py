@@ -19,7 +19,6 @@ Fields of a line::
 from __future__ import annotations
 
 import collections
-import io
 import json
 import logging
 import math
@@ -30,10 +29,8 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 import numpy as np
-import soundfile as sf
 
-from mooer.audio import load_audio
-from mooer.errors import AudioError
+from mooer.audio import load_audio, load_audio_segment
 from mooer.features import SAMPLE_RATE
 from mooer.tasks import TASKS
 
@@ -68,16 +65,16 @@ class Utterance:
 
         Always downmixed and resampled, whatever the file's rate and channels (the original took channel 0
         at an assumed 16 kHz, 15.1). Tar members are read with :func:`mooer.data.shards.read_member`.
-        Raises :class:`~mooer.errors.AudioError` (unreadable or too short audio) or ``OSError`` (a missing
-        file, shard or member).
+        Raises :class:`~mooer.errors.AudioError` naming ``audio`` (unreadable, undecodable or too short
+        audio, whatever the decoder raised) or ``OSError`` (a missing shard or member).
         """
         from mooer.data.shards import read_member
 
         path, member = split_audio_ref(self.audio)
         source: Union[str, bytes] = path if member is None else read_member(path, member)
         if self.start is None and self.end is None:
-            return load_audio(source, sample_rate=sample_rate)
-        return _load_segment(source, self.start or 0.0, self.end, sample_rate)
+            return load_audio(source, sample_rate=sample_rate, name=self.audio)
+        return load_audio_segment(source, self.start or 0.0, self.end, sample_rate=sample_rate, name=self.audio)
 
     def to_json(self) -> dict[str, Any]:
         """The manifest line as a dict (optional fields left out when unset)."""
@@ -115,29 +112,6 @@ def split_audio_ref(audio: str) -> tuple[str, Optional[str]]:
         return audio, None
     cut += len(TAR_MEMBER_SEP) - 1
     return audio[:cut], audio[cut + 1 :]
-
-
-def _load_segment(source: Union[str, bytes], start: float, end: Optional[float], sample_rate: int) -> np.ndarray:
-    """Samples ``[int(start·sr), int(end·sr))`` at the file's native rate ``sr``, then mono + resampled.
-
-    Formats libsndfile reads are seeked (only the segment is decoded); others are decoded whole and cut.
-    """
-    name = source if isinstance(source, str) else "<tar member>"
-    try:
-        with sf.SoundFile(source if isinstance(source, str) else io.BytesIO(source)) as f:
-            native = f.samplerate
-            first = int(start * native)
-            count = -1 if end is None else max(0, int(end * native) - first)
-            f.seek(min(first, f.frames))
-            block = f.read(count, dtype="float32", always_2d=True)
-        if block.shape[0] == 0:
-            raise AudioError(name, f"segment [{start}, {end}) s is empty")
-        return load_audio(block.T, sample_rate=sample_rate, source_rate=native)
-    except (sf.SoundFileError, RuntimeError):
-        pass  # not a libsndfile format: decode everything below
-    samples = load_audio(source, sample_rate=sample_rate)
-    cut = samples[int(start * sample_rate) : None if end is None else int(end * sample_rate)]
-    return load_audio(cut, sample_rate=sample_rate)
 
 
 def _resolve(audio: str, base: Path) -> str:

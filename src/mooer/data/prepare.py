@@ -80,6 +80,23 @@ def _audio_path(entry: str, data_dir: Path) -> str:
     return str((data_dir / entry).resolve())
 
 
+def _duration(source, *, name: str, entry: str) -> Optional[float]:
+    """Seconds of audio in ``source`` (called ``name``) from its header, or None: ``entry`` is skipped, and
+    the reason logged naming the file.
+
+    Any failure is the file's, never the import's: :func:`audio_info` raises AudioError for whatever its
+    decoders raise, and anything else (a bug, a library raising what it should not) is logged with its
+    type rather than ending a long import with no manifest.
+    """
+    try:
+        return audio_info(source, name=name).duration
+    except AudioError as exc:
+        logger.warning("skipping %s: %s", entry, exc)
+    except Exception as exc:  # noqa: BLE001 - one unreadable file never stops an import (see above)
+        logger.warning("skipping %s: %s: %s: %s", entry, name, type(exc).__name__, exc)
+    return None
+
+
 def prepare_kaldi(
     data_dir: PathLike, *, translation: Optional[PathLike] = None, progress: bool = False
 ) -> PrepareResult:
@@ -112,11 +129,7 @@ def prepare_kaldi(
 
     def duration_of(rec: str) -> Optional[float]:
         if rec not in durations:
-            try:
-                durations[rec] = audio_info(recordings[rec]).duration
-            except (AudioError, OSError) as exc:
-                logger.warning("%s: %s", rec, exc)
-                durations[rec] = None
+            durations[rec] = _duration(recordings[rec], name=recordings[rec], entry=f"recording {rec}")
         return durations[rec]
 
     utterances: list[Utterance] = []
@@ -196,9 +209,13 @@ def prepare_shards(
                 skipped["empty text"] += 1
                 continue
             try:
-                duration = audio_info(open_member(tar, entry.audio_member)).duration
-            except (AudioError, OSError) as exc:
-                logger.warning("%s#%s: %s", tar, entry.audio_member, exc)
+                member = open_member(tar, entry.audio_member)
+            except ShardError as exc:
+                logger.warning("%s", exc)
+                skipped["unreadable audio"] += 1
+                continue
+            duration = _duration(member, name=f"{tar}#{entry.audio_member}", entry=entry.key)
+            if duration is None:
                 skipped["unreadable audio"] += 1
                 continue
             seen.add(entry.key)

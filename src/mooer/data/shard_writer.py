@@ -82,7 +82,7 @@ class ShardWriter:
             else:
                 with open(path, "rb") as f:
                     data = f.read()
-            return data, ext, audio_info(data).duration
+            return data, ext, audio_info(data, name=utt.audio).duration
         samples = utt.load_audio(SAMPLE_RATE)
         import soundfile as sf  # lazily: importing mooer must not load the audio libraries
 

@@ -218,9 +218,7 @@ class _Upload:
 
 
 def _clean_reason(reason: str) -> str:
-    """An audio error's reason without decoder internals (object reprs, errno numbers)."""
-    if reason.startswith("not a readable audio file"):
-        return "not a readable audio file (unknown, unsupported or corrupt format)"
+    """An audio error's reason (its decoder details left out) without object reprs."""
     return _REPR.sub("<upload>", reason)
 
 
@@ -300,7 +298,8 @@ class _Service:
         limit = self.settings.max_audio_seconds
         too_long = "{name}: the audio is {seconds:.1f} s long; this server accepts at most {limit:g} s."
         try:
-            info = audio_info(data)  # header only for most formats: reject long audio before decoding it
+            # the header only, for most formats: long audio is rejected before it is decoded
+            info = audio_info(data, name=name)
             if info.duration > limit + 1e-3:
                 raise ApiError(400, too_long.format(name=name, seconds=info.duration, limit=limit),
                                code="audio_too_long", param="file")
@@ -466,6 +465,10 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", []) if p not in ("body", "query")]
         param = ".".join(loc) or None
+        if param == "file":  # a form part without a file name is a text field to Starlette, not an upload
+            return ApiError(400, "file: expected an uploaded file (a multipart/form-data part with a file name), "
+                                 "got a text field; an upload whose file name is empty arrives as one.",
+                            code="missing_file", param="file").response()
         message = f"{param}: {first.get('msg', 'invalid value')}" if param else str(first.get("msg", exc))
         return ApiError(400, message, code="invalid_value", param=param).response()
 

@@ -190,20 +190,12 @@ class DeepSpeedEngine(Engine):
     def __init__(self, model, cfg, env, device, total_steps):
         import deepspeed
 
-        self.module = model
-        self.cfg = cfg
-        self.env = env
-        self.device = device
-        self.accum = cfg.optim.grad_accum
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        super().__init__(model, cfg, env, device, total_steps)  # our AdamW and schedule, handed to DeepSpeed
         ds_config = deepspeed_config(cfg, env, device)
-        optimizer = build_optimizer(self.params, cfg)
-        o = cfg.optim
-        scheduler = build_scheduler(optimizer, o.schedule, o.warmup_steps, total_steps, o.min_lr_ratio)
-        self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model, model_parameters=self.params, optimizer=optimizer, lr_scheduler=scheduler,
+        self.ds, self.optimizer, _, scheduler = deepspeed.initialize(
+            model=model, model_parameters=self.params, optimizer=self.optimizer, lr_scheduler=self.scheduler,
             config=ds_config)
-        self.scheduler = self.scheduler or scheduler
+        self.scheduler = scheduler or self.scheduler
         self.wrapped = self.ds
         self.zero_stage = int(ds_config.get("zero_optimization", {}).get("stage", 0))
 
