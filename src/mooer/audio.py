@@ -32,17 +32,17 @@ import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator, Optional, Union
 
-import av
-import av.error
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 
 from mooer.errors import AudioError
 from mooer.features import FRAME_LENGTH, SAMPLE_RATE
+
+if TYPE_CHECKING:  # names for annotations only: PyAV, soundfile and soxr are imported when audio is read
+    import av
+    import soundfile as sf
 
 __all__ = [
     "SAMPLE_RATE",
@@ -119,6 +119,9 @@ def _downmix(samples: np.ndarray, channel_axis: int) -> np.ndarray:
 
 def _library_reason(exc: BaseException) -> str:
     """What a decoder library said, without the file name and errno it repeats ("Invalid data found ...")."""
+    import av.error
+    import soundfile as sf
+
     if isinstance(exc, sf.LibsndfileError):
         return exc.error_string.strip().rstrip(".")
     if isinstance(exc, av.error.FFmpegError) and exc.strerror:
@@ -191,6 +194,8 @@ class _PyAVDecoder(_Decoder):
             raise
 
     def _frames_from_duration(self) -> Optional[int]:
+        import av
+
         stream = self._stream
         if stream.duration is not None and stream.time_base is not None:
             seconds = float(stream.duration * stream.time_base)
@@ -204,6 +209,9 @@ class _PyAVDecoder(_Decoder):
         # Every frame → planar float32 (channels, n) at the native rate and layout (no resampling here).
         # A packet the codec rejects is dropped and decoding goes on, as the ffmpeg tool does: a damaged
         # frame in an MP3 costs its 20-odd ms, not the recording.
+        import av
+        import av.error
+
         converter = av.AudioResampler(format="fltp")
         damaged = decoded = 0
         try:
@@ -396,6 +404,9 @@ def _encoded(source: object, name: str) -> _Encoded:
 
 def _open(source: object, name: str) -> _Decoder:
     """Open an encoded source with soundfile, else PyAV; raise AudioError if neither can read it."""
+    import av
+    import soundfile as sf
+
     encoded = _encoded(source, name)
     wav = _wav_format(encoded.head)
     failures: list[str] = []
@@ -501,6 +512,8 @@ def _check_rate(sample_rate: int) -> None:
 def _resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     if from_rate == to_rate:
         return samples
+    import soxr
+
     resampled = soxr.resample(samples, from_rate, to_rate, quality=_RESAMPLE_QUALITY)
     return resampled.astype(np.float32, copy=False)
 
@@ -509,6 +522,8 @@ def _resample_stream(blocks: Iterable[np.ndarray], from_rate: int, to_rate: int)
     if from_rate == to_rate:
         yield from blocks
         return
+    import soxr
+
     stream = soxr.ResampleStream(from_rate, to_rate, 1, dtype="float32", quality=_RESAMPLE_QUALITY)
     for block in blocks:
         yield stream.resample_chunk(block, last=False)
