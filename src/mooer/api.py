@@ -24,7 +24,7 @@ from mooer.decoding import DecodingOptions, Result, get_preset
 from mooer.errors import AudioError, MooerError
 from mooer.features import FeatureExtractor, audio_tokens
 from mooer.inference.engines import make_engine
-from mooer.inference.longform import LongFormOptions, transcribe_long
+from mooer.inference.longform import NO_SPEECH, LongFormOptions, transcribe_long
 from mooer.inference.pipeline import Pipeline, Prepared
 from mooer.inference.speed import default_workers
 from mooer.inference.stats import TranscribeStats
@@ -235,6 +235,8 @@ class MooER:
                 seconds = len(wave) / SAMPLE_RATE
                 if long_form.applies(seconds):
                     return _LongInput(i, key, name, wave, seconds)
+                if long_form.no_speech(wave):
+                    return Result(key=key, audio=name, task=task, duration=round(seconds, 3), notes=[NO_SPEECH])
                 return Prepared(key, name, self.featurize_waveform(wave, name), seconds, index=i)
             except Exception as e:  # noqa: BLE001 - one bad input never stops the others (_input_error)
                 return Result(key=key, audio=name, task=task, error=_input_error(name, e))
@@ -256,12 +258,12 @@ class MooER:
                 else:
                     outcomes = [prepare(i, items[i]) for i in indices]
                 stats.featurize_seconds += time.perf_counter() - started
-                failed = [o for o in outcomes if isinstance(o, Result)]
+                settled = [o for o in outcomes if isinstance(o, Result)]  # failed, or no speech: nothing to decode
                 for r, o in zip(indices, outcomes):
                     if isinstance(o, Result):
                         results[r] = o
-                stats.failed += len(failed)
-                emit(failed)
+                stats.failed += sum(1 for o in settled if not o.ok)
+                emit(settled)
 
                 started = time.perf_counter()
 

@@ -82,6 +82,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="longest VAD segment; longer speech is split at its quietest point (default: 30)")
         lf.add_argument("--no-guard", action="store_true",
                         help="long-form: keep degenerate segment outputs (no stricter retry, no loop cut)")
+        lf.add_argument("--no-speech-gate", action="store_true",
+                        help="decode short inputs in which the VAD finds no speech (by default they get an "
+                             "empty text: an LLM asked to transcribe silence or noise invents words)")
         o.add_argument("--format", "-f", choices=["text", "tsv", "jsonl", "srt", "vtt"], default="text",
                        help="output format (default: text)")
         o.add_argument("--output", "-o", metavar="FILE", help="write results here instead of stdout")
@@ -190,6 +193,7 @@ def long_form_options(args: argparse.Namespace):
     opts = LongFormOptions(enabled=enabled, vad=VadOptions(max_segment_s=args.max_segment_seconds))
     if args.no_guard:
         opts.guard = None
+    opts.speech_gate = not args.no_speech_gate
     return opts
 
 

@@ -33,17 +33,37 @@ class LongFormOptions:
     segment; ``False`` = never (decode the whole input at once, as the official code does).
     ``guard``: the repetition/hallucination guard on segment outputs (None = the defaults).
     ``window``: how many segments are featurised at a time (bounds memory); sorted by length inside it.
+    ``speech_gate``: short inputs pass the VAD too, and one with no speech at all gets an empty text instead
+    of being decoded (an LLM asked to transcribe silence or noise writes something: 5 s of silence gave
+    "萨尔维尔", white noise a loop). Long inputs always pass it (their segments come from the VAD). Needs
+    the ``vad`` extra; without it short inputs are decoded as they are.
     """
 
     enabled: bool | None = None
     vad: VadOptions = field(default_factory=VadOptions)
     guard: RepetitionGuard | None = field(default_factory=RepetitionGuard)
     window: int = 64
+    speech_gate: bool = True
+
+    def no_speech(self, wave: Any) -> bool:
+        """Whether the gate is on and finds no speech in ``wave`` (16 kHz mono)."""
+        if not self.speech_gate or not _vad_available():
+            return False
+        return not segment_speech(wave, self.vad)
 
     def applies(self, seconds: float) -> bool:
         if self.enabled is None:
             return seconds > self.vad.max_segment_s
         return self.enabled
+
+
+NO_SPEECH = "no speech detected"
+
+
+def _vad_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("silero_vad") is not None
 
 
 def join_texts(parts: list[str]) -> str:

@@ -63,12 +63,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mooer.audio import audio_info
+from mooer.audio import audio_info, load_audio
+from mooer.features import SAMPLE_RATE
 from mooer.decoding import PRESETS, Result
 from mooer.errors import AudioError
 from mooer.inference.engines import Generation
 from mooer.inference.guards import compression_ratio
-from mooer.inference.longform import LongFormOptions, transcribe_long
+from mooer.inference.longform import NO_SPEECH, LongFormOptions, transcribe_long
 from mooer.output.subtitles import segments_from_result, to_srt, to_vtt
 from mooer.serving.batcher import MicroBatcher, ServerBusy, TokenStreamer
 from mooer.serving.memory import Trimmer, limit_arenas
@@ -215,6 +216,7 @@ class _Upload:
     features: torch.Tensor | None  # None: a long upload, decoded segment by segment (mooer.inference.longform)
     duration: float
     data: bytes | None = None
+    no_speech: bool = False  # the VAD found no speech: answered with an empty text, never decoded
 
 
 def _clean_reason(reason: str) -> str:
@@ -305,7 +307,11 @@ class _Service:
                                code="audio_too_long", param="file")
             if self.long_form.applies(info.duration):
                 return _Upload(name, None, info.duration, data)
-            features, seconds = self.model.featurize(data, name)
+            wave = load_audio(data, name=name)
+            seconds = len(wave) / SAMPLE_RATE
+            if seconds <= limit + 1e-3 and self.long_form.no_speech(wave):
+                return _Upload(name, None, seconds, no_speech=True)
+            features = self.model.featurize_waveform(wave, name)
         except AudioError as e:
             raise ApiError(400, f"{name}: {_clean_reason(e.reason)}", code="invalid_audio", param="file") from None
         except ApiError:
@@ -333,6 +339,10 @@ class _Service:
     def result(self, item: _Upload, task: str, generation: Generation) -> Result:
         return self.model.pipeline.result(Path(item.name).stem, item.name, task, generation, item.duration)
 
+    def silent(self, item: _Upload, task: str) -> Result:
+        return Result(key=Path(item.name).stem, audio=item.name, task=task, text="", duration=round(item.duration, 3),
+                      notes=[NO_SPEECH], **({"asr": "", "ast": ""} if task == "asr_ast" else {}))
+
     def _decode_segments(self, features, task: str, options, budget: int) -> list[list[int]]:
         """Long uploads (in a worker thread): queue each segment on the batcher and wait for all."""
         futures = []
@@ -356,6 +366,8 @@ class _Service:
         """Featurise, decode in a batch, and build the result, all within the request timeout."""
         async def work() -> Result:
             item = await self.featurize(upload)
+            if item.no_speech:
+                return self.silent(item, task)
             if item.features is None:
                 return await run_in_threadpool(self._run_long, item, task, preset)
             generation = await asyncio.wrap_future(self.submit(item, task, preset))  # cancelled with this task
@@ -381,6 +393,11 @@ class _Service:
         ``events(None, delta, None)`` is a text piece, ``events(result, None, None)`` the final event and
         ``events(None, None, error)`` a failure after the response started.
         """
+        if item.no_speech:
+            async def nothing() -> AsyncIterator[bytes]:
+                yield _sse(events(self.silent(item, task), None, None))
+
+            return StreamingResponse(nothing(), media_type="text/event-stream")
         if item.features is None:
             raise ApiError(400, f"{item.name}: streaming is for recordings up to "
                                 f"{self.long_form.vad.max_segment_s:g} s; send longer ones without stream.",
