@@ -71,7 +71,7 @@ import torch  # noqa: E402
 from mooer.features import Cmvn, FeatureExtractor, audio_tokens  # noqa: E402
 from mooer.speed import batched_padding_fraction, peak_memory_mb, quantize_llm  # noqa: E402
 
-FIXTURES = Path(os.environ.get("MOOER_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+FIXTURES = Path(os.environ.get("MOOER_FIXTURES", ROOT / "tests" / "fixtures"))
 SR = 16000
 TOKENS_PER_SECOND = 2.0  # decode length per audio second (random weights never stop by themselves)
 
