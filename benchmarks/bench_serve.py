@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+FIXTURES = ROOT / "tests" / "fixtures"
 DEFAULT_MODEL = FIXTURES / "official-tiny"
 DEFAULT_CLIPS = [FIXTURES / "audio" / f"{c}.wav" for c in ("zh1", "zh2", "en1", "short", "demo")]
 

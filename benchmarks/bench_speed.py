@@ -72,7 +72,7 @@ from mooer.features import Cmvn, FeatureExtractor, audio_tokens  # noqa: E402
 from mooer.inference.speed import peak_memory_mb, quantize_llm  # noqa: E402
 from mooer.inference.stats import batched_padding_fraction  # noqa: E402
 
-FIXTURES = Path(os.environ.get("MOOER_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+FIXTURES = Path(os.environ.get("MOOER_FIXTURES", ROOT / "tests" / "fixtures"))
 SR = 16000
 TOKENS_PER_SECOND = 2.0  # decode length per audio second (random weights never stop by themselves)
 

@@ -70,7 +70,10 @@ SENTENCES_EN = [
 # --------------------------------------------------------------------------------------------- TTS
 
 
-def _engine() -> str | None:
+@functools.lru_cache(maxsize=None)
+def _engine() -> str:
+    """The TTS engine, looked up when a test first needs speech (not at import: a missing engine must fail
+    those tests, not stop the whole collection). Fails, never skips: scripts/test.sh installs both."""
     if shutil.which("espeak-ng"):
         try:
             import pypinyin  # noqa: F401
@@ -80,16 +83,12 @@ def _engine() -> str | None:
             pass
     if shutil.which("flite"):
         return "flite"
-    return None
-
-
-ENGINE = _engine()
-if ENGINE is None:  # fail, never skip: CI installs these (see .ci/run)
-    raise RuntimeError("tests/test_vad.py needs espeak-ng (+pypinyin) or flite for synthetic speech")
+    pytest.fail("tests/test_vad.py needs espeak-ng (+pypinyin) or flite for synthetic speech: "
+                "apt-get install -y espeak-ng flite (scripts/test.sh does)", pytrace=False)
 
 
 def _sentences() -> list[str]:
-    return SENTENCES_ZH if ENGINE == "espeak-ng" else SENTENCES_EN
+    return SENTENCES_ZH if _engine() == "espeak-ng" else SENTENCES_EN
 
 
 def _to_16k_mono(data: bytes) -> np.ndarray:
@@ -110,7 +109,7 @@ def tts(index: int) -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def _tts(index: int) -> np.ndarray:
     text = _sentences()[index]
-    if ENGINE == "espeak-ng":
+    if _engine() == "espeak-ng":
         from pypinyin import Style, lazy_pinyin
 
         pinyin = " ".join(lazy_pinyin(text, style=Style.TONE3, neutral_tone_with_five=True))
