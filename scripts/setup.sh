@@ -41,6 +41,10 @@ fi
 .venv/bin/pip install -q -e ".[all]"
 
 if [ "$tests" = 1 ]; then
+  # FunASR's own SANMEncoder, which tests/test_funasr_encoder.py compares mooer's encoder with (the version
+  # the golden fixtures were cross-checked with). --no-deps: the module imports on its own, and FunASR's
+  # dependencies (modelscope, numba, ...) would add ~35 packages for nothing.
+  .venv/bin/pip install -q --no-deps funasr==1.4.16
   # playwright-core, which drives Debian's chromium (kept out of git: tests/web/node_modules)
   (cd tests/web && npm ci --silent --no-audit --no-fund)
 fi

@@ -1,7 +1,7 @@
 """The encoder's architecture from FunASR's config.yaml, and FunASR model directories as the encoder source.
 
 The head count leaves no trace in the weights' shapes, so these tests check mooer's encoder against FunASR's
-own SANMEncoder (funasr, the test extra) built from the same config.yaml, on real features, for head counts
+own SANMEncoder (funasr, installed --no-deps by scripts/setup.sh --test) built from the same config.yaml, on real features, for head counts
 other than Paraformer-large's 4.
 """
 
