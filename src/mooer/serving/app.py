@@ -29,6 +29,9 @@ Endpoints
     "task", "preset", "duration"}``; with ``stream=true``, events ``{"delta"}`` and a final
     ``{"done": true, "text", "asr", "ast", ...}`` (greedy only, as in the official demo).
 
+``WS /v1/realtime?intent=transcription``
+    Live transcription: OpenAI's Realtime transcription sessions (the subset in :mod:`mooer.serving.realtime`).
+
 ``GET /v1/models``, ``GET /health`` (status, tasks, limits, batcher counters), ``GET /`` (the web page).
 
 Errors are JSON in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``: 400 bad input
@@ -420,6 +423,9 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
     app.state.batcher = batcher
     app.state.started = time.time()
     app.add_middleware(_Guard, settings=settings)
+    from mooer.serving.realtime import add_realtime  # imports this module: here, not at the top
+
+    add_realtime(app, service)
 
     # -------------------------------------------------------------------------------- error handlers
     @app.exception_handler(ApiError)
