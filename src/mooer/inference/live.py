@@ -105,7 +105,7 @@ class LiveSegmenter:
         self.max_samples = int(round(self.options.max_segment_s * SAMPLE_RATE))
         self.enter = self.options.threshold
         self.leave = self.options.effective_neg_threshold
-        self._scorer = StreamingScorer(self.options.num_threads) if detect else None
+        self._scorer: StreamingScorer | None = None  # made by the first push (loading Silero takes a moment)
         self._audio = _Audio()
         self._frame = 0  # index of the next frame to score
         self._f0 = 0  # frame index of _probs[0]
@@ -147,7 +147,8 @@ class LiveSegmenter:
         self._audio.append(samples)
         if not self.detect:
             return []
-        assert self._scorer is not None
+        if self._scorer is None:
+            self._scorer = StreamingScorer(self.options.num_threads)
         probs, energy = self._scorer.push(samples)
         events: list[SpeechStarted | SegmentClosed] = []
         for p, e in zip(probs.tolist(), energy.tolist()):

@@ -5,7 +5,8 @@ Audio streams in as base64 PCM16; a streaming VAD (:class:`mooer.inference.live.
 segment at each pause and the segment is decoded at once, through the server's micro-batcher (the one
 model thread), with the server's default preset (``official`` unless ``mooer serve --preset``): the final
 text of a segment equals ``mooer transcribe`` of the same audio. While speech goes on, the growing segment
-is decoded again with ``greedy`` at most once per interim interval and sent as a ``delta``. Each segment
+is decoded again with ``greedy`` at most once per interim interval (skipped while other decodings wait:
+final results come first) and sent as a ``delta``. Each segment
 is decoded on its own: no text of one segment is ever part of the next one's prompt.
 
 Connecting
@@ -657,7 +658,8 @@ class _Session:
 
     def _maybe_interim(self) -> None:
         """Start an interim decoding of the open segment when an interval of audio and of time has passed
-        since the last one, and none is running."""
+        since the last one, none of this session's is running, and no decoding waits in the batcher's
+        queue: interim results yield to final ones (a busy server sends fewer of them, not later finals)."""
         interval = self.config.interim_interval_ms / 1000.0
         item = self.current
         if interval <= 0 or item is None or self.interim is not None:
@@ -665,6 +667,8 @@ class _Session:
         now_samples = self.offset + self.segmenter.num_samples - item.start
         now = self.loop.time()
         if now_samples - item.interim_samples < interval * SAMPLE_RATE or now - item.interim_at < interval:
+            return
+        if self.batcher.stats()["queued"] > 0:
             return
         current = self.segmenter.current()
         if current is None:
