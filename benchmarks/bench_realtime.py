@@ -10,9 +10,14 @@ limit (2 s). Measured per sentence:
   the pause (``silence_duration_ms``, 500 ms by default), queueing behind other sessions, and decoding;
 * speech_stopped -> final: the same, after the server decided the sentence was over (decoding and queueing);
 * exactness: every final text is compared with offline decoding (``MooER.transcribe``, the server's preset)
-  of the same samples, i.e. what ``mooer transcribe`` gives for the segment the server reported.
+  of the same samples, i.e. what ``mooer transcribe`` gives for the segment the server reported;
+* cost, which does not depend on what else runs on the machine: the server process's CPU time and the
+  model thread's busy time (``/health`` batcher ``model_seconds``) per second of streamed audio. The model
+  thread is one thread, so ``1 / model share`` bounds the number of real-time streams on any machine like
+  this one; the CPU share says how many cores the streams keep busy.
 
-Interim results are on (the server's default, 1 s): they are part of the load a live server carries.
+Interim results are on (the server's default, 1 s; ``--interim-ms 0`` turns them off): they are part of
+the load a live server carries.
 
     python benchmarks/bench_realtime.py                 # about 3 minutes on a 2-core CPU
     python benchmarks/bench_realtime.py --levels 1 4 8 --out results.json
@@ -127,6 +132,12 @@ async def level(url: str, n: int) -> list[dict]:
     return results
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -136,11 +147,13 @@ def main() -> int:
     ap.add_argument("--model", help="model directory (default: the bundled demo model)")
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8, 12, 16, 24, 32])
     ap.add_argument("--limit", type=float, default=2.0, help="p95 latency that ends the ramp (seconds)")
+    ap.add_argument("--interim-ms", type=int, default=1000, help="interim interval of the server (0 = none)")
     ap.add_argument("--out", help="write the measurements as JSON")
     args = ap.parse_args()
 
     port = free_port()
-    cmd = [sys.executable, "-m", "mooer.cli", "serve", "--port", str(port), "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "mooer.cli", "serve", "--port", str(port), "--log-level", "warning",
+           "--realtime-interim-ms", str(args.interim_ms)]
     if args.model:
         cmd += ["--model", args.model]
     server = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
@@ -160,9 +173,13 @@ def main() -> int:
         url = f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription"
         asyncio.run(level(url, 1))  # warm-up: VAD and model first calls
         table, kept = [], []
+        health = f"http://127.0.0.1:{port}/health"
         for n in args.levels:
             started = time.monotonic()
+            cpu0, model0 = cpu_seconds(server.pid), httpx.get(health).json()["batcher"]["model_seconds"]
             results = asyncio.run(level(url, n))
+            cpu1, model1 = cpu_seconds(server.pid), httpx.get(health).json()["batcher"]["model_seconds"]
+            audio_s = sum(r["pcm"].size for r in results) / SR
             rows = [r for res in results for r in res["rows"]]
             lat = [r["latency"] for r in rows if r["matched"]]
             after = [r["after_stop"] for r in rows if r["matched"]]
@@ -170,13 +187,16 @@ def main() -> int:
                      "p50": percentile(lat, 50), "p95": percentile(lat, 95), "max": max(lat, default=float("nan")),
                      "after_stop_p50": percentile(after, 50), "after_stop_p95": percentile(after, 95),
                      "interims": sum(r["interims"] for r in results),
-                     "errors": sum(len(r["errors"]) for r in results), "wall_s": time.monotonic() - started}
+                     "errors": sum(len(r["errors"]) for r in results), "wall_s": time.monotonic() - started,
+                     "cpu_per_audio_s": (cpu1 - cpu0) / audio_s, "model_per_audio_s": (model1 - model0) / audio_s,
+                     "load_avg": os.getloadavg()[0]}
             table.append(entry)
             kept.append(results)
             print(f"{n:3d} streams: p50 {entry['p50']:.2f} s, p95 {entry['p95']:.2f} s (after stop p50 "
                   f"{entry['after_stop_p50']:.2f} s, p95 {entry['after_stop_p95']:.2f} s), {entry['matched']}/"
-                  f"{entry['sentences']} sentences, {entry['interims']} interims, {entry['errors']} errors",
-                  flush=True)
+                  f"{entry['sentences']} sentences, {entry['interims']} interims, {entry['errors']} errors; "
+                  f"server CPU {entry['cpu_per_audio_s']:.3f} s and model thread {entry['model_per_audio_s']:.3f} s "
+                  f"per audio second; load average {entry['load_avg']:.1f}", flush=True)
             if not entry["p95"] <= args.limit or entry["matched"] < entry["sentences"]:
                 break
     finally:
@@ -199,11 +219,12 @@ def main() -> int:
     sustained = [e["streams"] for e in table if e["p95"] <= args.limit and e["matched"] == e["sentences"]]
     print()
     print("| streams | sentences | end of speech → final p50 / p95 / max (s) | speech_stopped → final p50 / p95 (s) "
-          "| interims | errors |")
-    print("|---|---|---|---|---|---|")
+          "| interims | errors | server CPU / audio s | model thread / audio s | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for e in table:
         print(f"| {e['streams']} | {e['matched']}/{e['sentences']} | {e['p50']:.2f} / {e['p95']:.2f} / {e['max']:.2f} "
-              f"| {e['after_stop_p50']:.2f} / {e['after_stop_p95']:.2f} | {e['interims']} | {e['errors']} |")
+              f"| {e['after_stop_p50']:.2f} / {e['after_stop_p95']:.2f} | {e['interims']} | {e['errors']} "
+              f"| {e['cpu_per_audio_s']:.3f} | {e['model_per_audio_s']:.3f} | {e['load_avg']:.1f} |")
     print(f"\nsustained at p95 <= {args.limit:g} s: {max(sustained, default=0)} concurrent real-time streams")
     print(f"final texts equal to offline decoding of the same samples: {equal}/{checked}")
     if args.out:

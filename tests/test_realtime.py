@@ -364,9 +364,11 @@ BAD_EVENTS = [
                  "session": {"turn_detection": {"type": "server_vad", "threshold": 2}}}), "invalid_value"),
     (json.dumps({"type": "transcription_session.update",
                  "session": {"input_audio_transcription": {"task": "summarise"}}}), "invalid_value"),
-    (json.dumps({"type": "transcription_session.update",
-                 "session": {"input_audio_transcription": {"language": "fr"}}}), "unsupported_language"),
     (json.dumps({"type": "session.update", "session": {"type": "realtime"}}), "invalid_value"),
+    (json.dumps({"type": "transcription_session.update",
+                 "session": {"input_audio_transcription": {"hotwords": [1, 2]}}}), "invalid_value"),
+    (json.dumps({"type": "transcription_session.update",
+                 "session": {"input_audio_transcription": {"interim_interval_ms": 50}}}), "invalid_value"),
     (json.dumps({"type": "input_audio_buffer.commit"}), "input_audio_buffer_commit_empty"),
 ]
 
@@ -390,6 +392,11 @@ def test_malformed_events_get_error_events_and_the_session_goes_on(server, model
         session = expect(ws, "transcription_session.updated")["session"]
         assert session["turn_detection"] is None and session["input_audio_format"]["rate"] == 16000
         assert session["input_audio_transcription"]["task"] == "asr"
+        update(ws, input_audio_transcription={"hotwords": ["MooER", " 索引 ", ""], "model": "whisper-1"})
+        echoed = expect(ws, "transcription_session.updated")["session"]["input_audio_transcription"]
+        assert echoed["hotwords"] == ["MooER", "索引"] and echoed["model"] == "whisper-1"
+        update(ws, input_audio_transcription={"hotwords": []})
+        expect(ws, "transcription_session.updated")
         append(ws, clip)
         finals = completed(finish(ws))
     assert [f["transcript"] for f in finals] == [clip_text]

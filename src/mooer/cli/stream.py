@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import importlib.util
 import json
 import os
 import sys
@@ -209,9 +210,7 @@ async def stream(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import websockets  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("websockets") is None:
         print("mooer: error: mooer stream needs the websockets package: pip install 'mooer[serve]'", file=sys.stderr)
         return 2
     if args.speed <= 0:

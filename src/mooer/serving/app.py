@@ -70,6 +70,7 @@ from mooer.inference.guards import compression_ratio
 from mooer.inference.longform import LongFormOptions, transcribe_long
 from mooer.output.subtitles import segments_from_result, to_srt, to_vtt
 from mooer.serving.batcher import MicroBatcher, ServerBusy, TokenStreamer
+from mooer.serving.realtime import add_realtime
 from mooer.serving.settings import ServeSettings
 
 log = logging.getLogger("mooer.serving")
@@ -423,8 +424,6 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
     app.state.batcher = batcher
     app.state.started = time.time()
     app.add_middleware(_Guard, settings=settings)
-    from mooer.serving.realtime import add_realtime  # imports this module: here, not at the top
-
     add_realtime(app, service)
 
     # -------------------------------------------------------------------------------- error handlers

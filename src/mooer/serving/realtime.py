@@ -25,8 +25,8 @@ Client events
 - ``input_audio_format``: ``"pcm16"`` (24 kHz, OpenAI's rate) or ``{"type": "audio/pcm", "rate": 16000 |
   24000}``; GA: ``audio.input.format``. Mono little-endian 16-bit PCM; 24 kHz is resampled with soxr.
   G.711 is not supported.
-- ``input_audio_transcription`` (GA: ``audio.input.transcription``): ``model`` (echoed), ``language``
-  (validated as in the HTTP API, not used), ``prompt`` (accepted, ignored: MooER's prompts are fixed), and
+- ``input_audio_transcription`` (GA: ``audio.input.transcription``): ``model`` and ``language`` (echoed, not
+  used: MooER has no language switch), ``prompt`` (echoed, ignored: MooER's prompts are fixed), and
   mooer's own ``task`` (``asr`` | ``ast`` | ``asr_ast``; default ``asr``), ``hotwords`` (list of strings;
   passed to decoding as ``DecodingOptions.hotwords`` when this build has it, otherwise stored and echoed
   only) and ``interim_interval_ms`` (0 = no interim results).
@@ -90,11 +90,10 @@ from fastapi import FastAPI, WebSocket
 from starlette.concurrency import run_in_threadpool
 
 from mooer.decoding import PRESETS, DecodingOptions
-from mooer.errors import AudioError
+from mooer.errors import AudioError, MooerError
 from mooer.inference.guards import max_new_tokens_for
 from mooer.inference.live import LiveSegmenter, SegmentClosed, SpeechStarted
 from mooer.inference.vad import SAMPLE_RATE
-from mooer.serving.app import ApiError, _check_language
 from mooer.serving.batcher import ServerBusy
 
 log = logging.getLogger("mooer.serving")
@@ -114,6 +113,13 @@ _MIN_COMMIT_S = 0.1
 #: concurrent sessions share decoding options and can be batched together
 _INTERIM_BUCKET_S = 5.0
 _HOTWORDS = "hotwords" in {f.name for f in fields(DecodingOptions)}
+
+
+def _container(data: bytes) -> str | None:
+    """The container format ``data`` starts with, if any (a client sending a file instead of PCM)."""
+    if data[4:8] == b"ftyp":
+        return "MP4"
+    return next((name for magic, name in _CONTAINERS.items() if data.startswith(magic)), None)
 
 
 def _id(prefix: str) -> str:
@@ -250,7 +256,6 @@ def _hotwords(value: Any, param: str) -> tuple[str, ...]:
 class _Item:
     id: str
     start: int
-    end: int | None = None
     closed: bool = False
     sent: str = ""  # what the item's deltas have sent
     hypothesis: str = ""  # the latest interim hypothesis
@@ -479,15 +484,10 @@ class _Session:
         changes: dict[str, Any] = {}
         if value.get("task") is not None:
             try:
-                changes["task"] = self.hub.service.check_task(value["task"])
-            except ApiError as e:
-                raise _EventError("invalid_value", e.message, f"{param}.task") from None
-        if value.get("language") is not None:
-            try:
-                _check_language(str(value["language"]))
-            except ApiError as e:
-                raise _EventError(e.code or "invalid_value", e.message, f"{param}.language") from None
-            changes["language"] = value["language"]
+                self.pipeline.check(value["task"], PRESETS[self.hub.settings.default_preset])
+            except (ValueError, MooerError) as e:
+                raise _EventError("invalid_value", str(e), f"{param}.task") from None
+            changes["task"] = value["task"]
         if "hotwords" in value:
             changes["hotwords"] = _hotwords(value["hotwords"], f"{param}.hotwords")
         if value.get("interim_interval_ms") is not None:
@@ -496,7 +496,7 @@ class _Session:
                 raise _EventError("invalid_value", f"{param}.interim_interval_ms must be 0 (none) or at least 200.",
                                   f"{param}.interim_interval_ms")
             changes["interim_interval_ms"] = ms
-        for name in ("model", "prompt"):
+        for name in ("model", "prompt", "language"):
             if isinstance(value.get(name), str):
                 changes[name] = value[name]
         return changes
@@ -528,12 +528,11 @@ class _Session:
             raise _EventError("invalid_audio", "'audio' is not valid base64.", "audio") from None
         if len(raw) % 2:
             raise _EventError("invalid_audio", f"{len(raw)} bytes of audio: PCM16 samples are 2 bytes each.", "audio")
-        if not self.seen_audio:
-            for magic, name in _CONTAINERS.items():
-                if raw.startswith(magic) or raw[4:8] == b"ftyp":
-                    raise _EventError("invalid_audio", f"This looks like a {name if raw.startswith(magic) else 'MP4'} "
-                                                       f"file: send raw 16-bit PCM samples (mono, little-endian, "
-                                                       f"{self.config.rate} Hz), not a container.", "audio")
+        container = None if self.seen_audio else _container(raw)
+        if container is not None:
+            raise _EventError("invalid_audio", f"This looks like a {container} file: send raw 16-bit PCM samples "
+                                               f"(mono, little-endian, {self.config.rate} Hz), not a container.",
+                              "audio")
         if not raw:
             return
         seconds = len(raw) / 2 / self.config.rate
@@ -602,7 +601,7 @@ class _Session:
         start, end = self.offset + segment.start, self.offset + segment.end
         item = self.current if segment.announced and self.current is not None else _Item(_id("item"), start)
         self.current = None
-        item.closed, item.end = True, end
+        item.closed = True
         if self.interim is not None:
             self.interim.cancel()
         if segment.announced:
