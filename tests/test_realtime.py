@@ -537,3 +537,12 @@ def test_a_client_leaving_mid_segment_leaks_nothing(server, recording, clip, cli
     assert gate.rows == [done["completed"]] and done["failed"] == 0
     assert done["cancelled"] >= 1 and done["cancelled"] == done["submitted"] - done["completed"]
     assert_server_healthy(server, clip, clip_text)
+
+
+def test_settings_are_checked():
+    from mooer.errors import ConfigError
+
+    for bad in ({"burst_s": 0.5}, {"max_speed": 0}, {"idle_timeout_s": -1}, {"interim_interval_ms": -5}):
+        with pytest.raises(ConfigError):
+            RealtimeSettings(**bad)
+    assert ServeSettings().public()["realtime"]["max_speed"] == 1.5

@@ -362,7 +362,6 @@ class StreamingScorer:
 
     def __init__(self, num_threads: int | None = 1) -> None:
         self._scorer = _new_scorer()
-        self._scorer.reset()
         self.num_threads = num_threads
         self._leftover = np.zeros(0, dtype=np.float32)
         self.num_samples = 0

@@ -18,7 +18,8 @@ class RealtimeSettings:
 
     Attributes:
         max_session_s: a session is closed (``session_expired``) this many seconds after it opened.
-        idle_timeout_s: a session that sends nothing for this long is closed (``idle_timeout``).
+        idle_timeout_s: a session that sends nothing for this long, with no result pending, is closed
+            (``idle_timeout``).
         max_buffer_s: most audio one session may hold: the open segment plus the segments waiting for
             their final decoding. Audio beyond it is refused (``buffer_full``).
         max_speed: audio seconds a client may send per wall-clock second on average (a token bucket
