@@ -275,7 +275,7 @@ def test_long_continuous_speech_is_split_at_quiet_points() -> None:
 
 
 def test_batched_scoring_matches_silero_window_by_window() -> None:
-    from mooer import vad
+    from mooer.inference import vad
 
     model, batched = vad._load_model()
     assert batched, "the batched front end no longer matches this silero-vad version (slow path in use)"

@@ -72,3 +72,36 @@ def test_web_page_upload_transcribe_and_stream(tmp_path):
     assert shown["ast"]["ast"] == translated.text
     for case in report["cases"]:
         assert Path(case["screenshot"]).stat().st_size > 10_000
+
+
+def test_live_page_shows_the_spoken_sentences(tmp_path):
+    """The live mode with Chromium's fake microphone playing two sentences: both appear, one per pause."""
+    import numpy as np
+    import soundfile as sf
+
+    from mooer.assets import sample_path
+
+    node = _require_browser_tools()
+    demo = MooER.from_pretrained(None)  # readable text: the bundled demo model reads its samples exactly
+    zh, sr = sf.read(sample_path("sample_zh.wav"), dtype="int16")
+    en, _ = sf.read(sample_path("sample_en.wav"), dtype="int16")
+    silence = np.zeros(sr, np.int16)
+    mic = tmp_path / "microphone.wav"
+    sf.write(mic, np.concatenate([silence, zh, silence, silence, en, silence, silence]), sr, subtype="PCM_16")
+    spoken = [demo.transcribe(sample_path(name), task="asr")[0].text for name in ("sample_zh.wav", "sample_en.wav")]
+    assert spoken == ["索引表达式中不允许分组操作", "grouping operations are not allowed in index expressions"]
+    shots = Path(os.environ.get("MOOER_WEB_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with ServerThread(create_app(demo, ServeSettings())) as server:
+        config = tmp_path / "live.json"
+        config.write_text(json.dumps({"url": server.url, "audio": str(mic), "chromium": CHROMIUM, "task": "asr",
+                                      "sentences": 2, "screenshot": str(shots / "live.png")}))
+        proc = subprocess.run([node, "live.js", str(config)], cwd=WEB, capture_output=True, text=True, timeout=300)
+        sessions = server.server.config.app.state.realtime.stats()["sessions"]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no report from live.js (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    report = json.loads(lines[-1])
+    assert report["failures"] == [], report
+    assert report["asr"] == spoken, report  # one final sentence per pause, as spoken
+    assert report["interims"] >= 1 and report["meta"] == "live · 2 sentences"
+    assert sessions == 1 and Path(shots / "live.png").stat().st_size > 10_000

@@ -7,8 +7,8 @@
 //
 // For each case: upload the wav with setInputFiles, choose the task and streaming mode, click
 // Transcribe, wait for the result, compare the shown texts with the expected ones, save a screenshot.
-// Then: a non-audio upload must show the server's error; in a non-secure context the record button must
-// be disabled with an explanation. Also fails on page errors, unexpected console errors and any request
+// Then: a non-audio upload must show the server's error; in a non-secure context the record and live
+// buttons must be disabled with an explanation. Also fails on page errors, unexpected console errors and any request
 // to another origin (no CDN allowed).
 // Prints one JSON object (per-case texts and failures) and exits 1 on any failure.
 "use strict";
@@ -95,10 +95,11 @@ async function main() {
     await insecure.goto(config.url, { waitUntil: "networkidle" });
     const mic = await insecure.evaluate(() => ({
       disabled: document.getElementById("record").disabled,
+      live: document.getElementById("live").disabled,
       note: !document.getElementById("mic-note").hidden,
     }));
     report.insecure = mic;
-    if (!mic.disabled || !mic.note) failures.push(`insecure context: ${JSON.stringify(mic)}`);
+    if (!mic.disabled || !mic.live || !mic.note) failures.push(`insecure context: ${JSON.stringify(mic)}`);
     await insecure.screenshot({ path: path.join(config.screenshot_dir, "insecure_context.png"), fullPage: true });
   } finally {
     await browser.close();

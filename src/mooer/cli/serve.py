@@ -18,6 +18,7 @@ then:
   open http://127.0.0.1:8000/ for the web page (microphone or file upload)
   curl -F file=@a.wav http://127.0.0.1:8000/v1/audio/transcriptions
   curl -F file=@a.wav -F task=asr_ast http://127.0.0.1:8000/v1/mooer/transcribe
+  mooer stream a.wav --url http://127.0.0.1:8000      # live transcription (ws://.../v1/realtime)
   python: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret")
           .audio.transcriptions.create(model="mooer", file=open("a.wav", "rb"))
 
@@ -61,7 +62,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"Retry-After at once. Bounds the wait: about SECONDS x decoding speed (model seconds "
                         f"per audio second, see /metrics). 0 = no bound (default: {d.max_queued_audio_s:g})")
     b.add_argument("--preset", choices=["official", "greedy"], default=d.default_preset,
-                   help="decoding of the OpenAI endpoints when not streaming (default: official)")
+                   help="decoding of the OpenAI endpoints when not streaming, and of live final results "
+                        "(default: official)")
+    r = d.realtime
+    rt = p.add_argument_group("live transcription (/v1/realtime)")
+    rt.add_argument("--realtime-max-session", type=float, default=r.max_session_s, metavar="S",
+                    help=f"longest session, seconds (default: {r.max_session_s:g})")
+    rt.add_argument("--realtime-idle-timeout", type=float, default=r.idle_timeout_s, metavar="S",
+                    help=f"close a session silent for this long (default: {r.idle_timeout_s:g})")
+    rt.add_argument("--realtime-max-buffer", type=float, default=r.max_buffer_s, metavar="S",
+                    help=f"most audio one session may hold undecoded, seconds (default: {r.max_buffer_s:g})")
+    rt.add_argument("--realtime-max-speed", type=float, default=r.max_speed, metavar="X",
+                    help=f"fastest audio a client may send, times real time (default: {r.max_speed:g})")
+    rt.add_argument("--realtime-interim-ms", type=int, default=r.interim_interval_ms, metavar="MS",
+                    help=f"default interval of interim results, 0 = none (default: {r.interim_interval_ms})")
     p.set_defaults(func=run)
 
 
@@ -83,14 +97,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"mooer: error: the server needs the 'serve' extra ({e.name} is missing): "
               f"pip install 'mooer[serve]'", file=sys.stderr)
         return 2
-    from mooer.serving.settings import ServeSettings
+    from mooer.serving.settings import RealtimeSettings, ServeSettings
 
+    realtime = RealtimeSettings(max_session_s=args.realtime_max_session, idle_timeout_s=args.realtime_idle_timeout,
+                                max_buffer_s=args.realtime_max_buffer, max_speed=args.realtime_max_speed,
+                                interim_interval_ms=args.realtime_interim_ms)
     settings = ServeSettings.with_env_key(
         model_name=args.model_name, api_key=args.api_key, max_upload_mb=args.max_upload_mb,
         max_audio_seconds=args.max_audio_seconds, batch_window_ms=args.batch_window_ms,
         max_batch_size=args.max_batch_size, max_queue=args.max_queue, timeout_s=args.timeout,
         max_queued_audio_s=args.max_queued_audio or None,
-        default_preset=args.preset)
+        default_preset=args.preset, realtime=realtime)
     if settings.api_key is None and not _is_loopback(args.host):
         print(f"mooer: warning: listening on {args.host} without an API key; anyone who can reach it can use "
               f"it (set --api-key or $MOOER_API_KEY)", file=sys.stderr)
@@ -98,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(model, settings)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"mooer: serving {settings.model_name} ({', '.join(model.tasks)}) on http://{shown}:{args.port}/ "
-          f"(API: /v1/audio/transcriptions, /v1/audio/translations, /v1/mooer/transcribe)", file=sys.stderr)
+          f"(API: /v1/audio/transcriptions, /v1/audio/translations, /v1/mooer/transcribe, /v1/realtime)",
+          file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
     return 0

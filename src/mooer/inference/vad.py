@@ -54,7 +54,9 @@ __all__ = [
     "Segment",
     "FrameScores",
     "score_frames",
+    "StreamingScorer",
     "segments_from_scores",
+    "quietest_cut",
     "segment_speech",
     "iter_segment_audio",
 ]
@@ -226,7 +228,6 @@ class _SileroScorer:
 
 
 _MODEL_LOCK = threading.Lock()
-_STEPWISE_LOCK = threading.Lock()
 _MODEL: Any = None
 _BATCHED_OK: bool | None = None
 
@@ -305,7 +306,16 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 
 
 def _new_scorer() -> _SileroScorer:
+    """A scorer with its own stream state. The batched path shares the process's model (its state lives
+    in the scorer); the step-by-step fallback keeps state inside the model, so it gets a private copy."""
     model, batched = _load_model()
+    if not batched:
+        import silero_vad
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model = silero_vad.load_silero_vad()
+        model.eval()
     return _SileroScorer(model, batched)
 
 
@@ -340,26 +350,48 @@ def _iter_chunks(source: Any, chunk_seconds: float) -> Iterator[np.ndarray]:
         yield np.asarray(chunk, dtype=np.float32).reshape(-1)
 
 
-def _iter_windows(chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, int]]:
-    """Regroup a stream of chunks into (N, 512) window blocks; the last window is zero-padded.
+class StreamingScorer:
+    """Silero VAD over audio that arrives in pieces (a file read chunk by chunk, a live stream).
 
-    Yields ``(windows, total_samples_so_far)``.
+    :meth:`push` takes 16 kHz float32 samples of any length and returns the speech probability and the
+    energy (dB, floored at -100) of every 32 ms frame it completed; the remainder waits for the next
+    push. :meth:`flush` scores the last partial frame, zero-padded. Frame ``i`` is always samples
+    ``[512 i, 512 (i+1))`` of the stream, so the scores equal those of the whole input scored at once.
+    One instance per stream; ``num_threads`` as in :class:`VadOptions`.
     """
-    leftover = np.zeros(0, dtype=np.float32)
-    total = 0
-    for chunk in chunks:
-        if chunk.size == 0:
-            continue
-        total += chunk.size
-        buf = np.concatenate([leftover, chunk]) if leftover.size else chunk
+
+    def __init__(self, num_threads: int | None = 1) -> None:
+        self._scorer = _new_scorer()
+        self.num_threads = num_threads
+        self._leftover = np.zeros(0, dtype=np.float32)
+        self.num_samples = 0
+        """Samples pushed so far."""
+
+    def _score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with _torch_threads(self.num_threads):
+            probs = self._scorer(windows)
+        power = np.mean(np.square(windows, dtype=np.float64), axis=1)
+        return probs, np.maximum(10.0 * np.log10(power + 1e-10), -100.0).astype(np.float32)
+
+    def push(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores ``(probs, energy_db)`` of the frames completed by ``samples`` (possibly none)."""
+        chunk = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self.num_samples += chunk.size
+        buf = np.concatenate([self._leftover, chunk]) if self._leftover.size else chunk
         n = buf.size // FRAME_SAMPLES
-        if n:
-            yield buf[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES), total
-        leftover = buf[n * FRAME_SAMPLES :].copy()
-    if leftover.size:
+        self._leftover = buf[n * FRAME_SAMPLES :].copy()
+        if n == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        return self._score(buf[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES))
+
+    def flush(self) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of the last partial frame (zero-padded), if any samples are waiting."""
+        if not self._leftover.size:
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
         last = np.zeros((1, FRAME_SAMPLES), dtype=np.float32)
-        last[0, : leftover.size] = leftover
-        yield last, total
+        last[0, : self._leftover.size] = self._leftover
+        self._leftover = np.zeros(0, dtype=np.float32)
+        return self._score(last)
 
 
 def score_frames(source: Any, chunk_seconds: float = 10.0, num_threads: int | None = 1) -> FrameScores:
@@ -370,20 +402,17 @@ def score_frames(source: Any, chunk_seconds: float = 10.0, num_threads: int | No
     bounded by one chunk. A file object is consumed; pass a path or bytes to read it again with
     :func:`iter_segment_audio`. ``num_threads``: see :class:`VadOptions`.
     """
-    scorer = _new_scorer()
+    scorer = StreamingScorer(num_threads)
     probs: list[np.ndarray] = []
     energies: list[np.ndarray] = []
-    total = 0
-    # the slow path keeps its state inside the shared model: one stream at a time
-    with contextlib.nullcontext() if scorer.batched else _STEPWISE_LOCK, _torch_threads(num_threads):
-        scorer.reset()
-        for windows, total in _iter_windows(_iter_chunks(source, chunk_seconds)):
-            probs.append(scorer(windows))
-            power = np.mean(np.square(windows, dtype=np.float64), axis=1)
-            energies.append(np.maximum(10.0 * np.log10(power + 1e-10), -100.0).astype(np.float32))
-    if not probs:
+    for chunk in _iter_chunks(source, chunk_seconds):
+        for part, out in zip(scorer.push(chunk), (probs, energies)):
+            out.append(part)
+    for part, out in zip(scorer.flush(), (probs, energies)):
+        out.append(part)
+    if scorer.num_samples == 0:
         return FrameScores(np.zeros(0, np.float32), np.zeros(0, np.float32), 0)
-    return FrameScores(np.concatenate(probs), np.concatenate(energies), total)
+    return FrameScores(np.concatenate(probs), np.concatenate(energies), scorer.num_samples)
 
 
 # --------------------------------------------------------------------------------------------- segmentation
@@ -535,6 +564,26 @@ def _cut_scores(profiles: tuple[np.ndarray, np.ndarray], start: float, end: floa
     scaled = np.clip((e_s[a:b] - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
     score[a:b] = p_s[a:b] + _ENERGY_WEIGHT * scaled
     return score
+
+
+def quietest_cut(scores: FrameScores, start: float, end: float, options: VadOptions | None = None, *,
+                 earliest: float | None = None) -> float:
+    """The quietest place to cut ``[start, end]`` (seconds on the time axis of ``scores``) in two.
+
+    Cuts are scored as when :func:`segments_from_scores` splits an over-long segment (smoothed
+    probability plus scaled energy), at 32 ms frame boundaries leaving at least ``min_split_s`` (at most
+    a quarter of the span) on each side, and not before ``earliest``. Live segmentation uses it to cap a
+    segment that reaches ``max_segment_s`` while the speaker goes on (it cannot look ahead as the
+    offline split does, so it asks for a cut in the segment's second half: no short first piece).
+    """
+    opts = options or VadOptions()
+    min_piece = min(opts.min_split_s, (end - start) / 4)
+    score = _cut_scores(_boundary_profiles(scores, opts), start, end)
+    lo = max(math.ceil((max(start + min_piece, earliest or start)) / FRAME_SECONDS - 1e-9), 0)
+    hi = min(math.floor((end - min_piece) / FRAME_SECONDS + 1e-9), score.size - 1)
+    if hi < lo:  # too short to leave min_piece on both sides: the middle frame boundary
+        return round((start + end) / 2 / FRAME_SECONDS) * FRAME_SECONDS
+    return (lo + int(np.argmin(score[lo : hi + 1]))) * FRAME_SECONDS
 
 
 def segment_speech(source: Any, options: VadOptions | None = None) -> list[Segment]:

@@ -5,7 +5,8 @@
 >>> app = create_app(MooER.from_pretrained(None), ServeSettings(api_key="secret"))   # doctest: +SKIP
 >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)                    # doctest: +SKIP
 
-Needs the ``serve`` extra: ``pip install 'mooer[serve]'`` (fastapi, uvicorn, python-multipart).
+Needs the ``serve`` extra: ``pip install 'mooer[serve]'`` (fastapi, uvicorn, python-multipart, and websockets
+for live transcription, :mod:`mooer.serving.realtime`).
 """
 
 from mooer.serving.settings import ServeSettings

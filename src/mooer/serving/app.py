@@ -29,6 +29,9 @@ Endpoints
     "task", "preset", "duration"}``; with ``stream=true``, events ``{"delta"}`` and a final
     ``{"done": true, "text", "asr", "ast", ...}`` (greedy only, as in the official demo).
 
+``WS /v1/realtime?intent=transcription``
+    Live transcription: OpenAI's Realtime transcription sessions (the subset in :mod:`mooer.serving.realtime`).
+
 ``GET /v1/models``, ``GET /health`` (status, tasks, limits, batcher counters), ``GET /metrics``
 (Prometheus text: queue depth and audio seconds, batch sizes, latency, rejections, memory), ``GET /`` (the
 web page).
@@ -74,6 +77,7 @@ from mooer.output.subtitles import segments_from_result, to_srt, to_vtt
 from mooer.serving.batcher import MicroBatcher, ServerBusy, TokenStreamer
 from mooer.serving.memory import Trimmer, limit_arenas
 from mooer.serving.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from mooer.serving.realtime import add_realtime
 from mooer.serving.settings import ServeSettings
 
 log = logging.getLogger("mooer.serving")
@@ -471,6 +475,7 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.started = time.time()
     app.add_middleware(_Guard, settings=settings)
+    add_realtime(app, service)
 
     # -------------------------------------------------------------------------------- error handlers
     @app.exception_handler(ApiError)

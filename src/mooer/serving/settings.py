@@ -3,13 +3,49 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from mooer.errors import ConfigError
 
 #: The environment variable read for the API key when none is given on the command line.
 API_KEY_ENV = "MOOER_API_KEY"
+
+
+@dataclass(frozen=True)
+class RealtimeSettings:
+    """Limits of live transcription sessions (``/v1/realtime``, :mod:`mooer.serving.realtime`).
+
+    Attributes:
+        max_session_s: a session is closed (``session_expired``) this many seconds after it opened.
+        idle_timeout_s: a session that sends nothing for this long, with no result pending, is closed
+            (``idle_timeout``).
+        max_buffer_s: most audio one session may hold: the open segment plus the segments waiting for
+            their final decoding. Audio beyond it is refused (``buffer_full``).
+        max_speed: audio seconds a client may send per wall-clock second on average (a token bucket
+            that refills at this rate and holds at most ``burst_s`` seconds, full at the start: a client
+            may send what it buffered while connecting). Faster audio is refused (``audio_too_fast``):
+            live input arrives at 1x; raise it to let ``mooer stream --speed N`` replay files faster.
+        burst_s: see ``max_speed`` (at least 1 s).
+        interim_interval_ms: default interval of interim results (a greedy decoding of the growing
+            segment at most once per interval); 0 = none. Sessions may change it.
+    """
+
+    max_session_s: float = 3600.0
+    idle_timeout_s: float = 30.0
+    max_buffer_s: float = 60.0
+    max_speed: float = 1.5
+    burst_s: float = 10.0
+    interim_interval_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("max_session_s", "idle_timeout_s", "max_buffer_s", "max_speed"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"realtime {name} must be > 0")
+        if self.burst_s < 1.0:
+            raise ConfigError("realtime burst_s must be >= 1 s (clients send audio in chunks)")
+        if self.interim_interval_ms < 0:
+            raise ConfigError("realtime interim_interval_ms must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -37,7 +73,9 @@ class ServeSettings:
             10 s target at 0.05 s per audio second → 200 s. None = bounded by ``max_queue`` only.
         timeout_s: a request not answered within this many seconds gets 504 (a streamed one ends
             with an error event when no token arrives for this long).
-        default_preset: decoding preset of the OpenAI endpoints when they do not stream.
+        default_preset: decoding preset of the OpenAI endpoints when they do not stream (and of the final
+            results of live transcription).
+        realtime: limits of live transcription sessions (:class:`RealtimeSettings`).
     """
 
     model_name: str = "mooer"
@@ -50,6 +88,7 @@ class ServeSettings:
     max_queued_audio_s: float | None = 300.0
     timeout_s: float = 120.0
     default_preset: str = "official"
+    realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
 
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0:

@@ -1,5 +1,8 @@
 // MooER web page: record (MediaRecorder) or upload audio, POST it to /v1/mooer/transcribe, show the
 // transcript and translation. Streaming mode reads the server-sent events with fetch + ReadableStream.
+// Live mode streams the microphone to /v1/realtime (WebSocket, OpenAI's realtime transcription events):
+// an AudioWorklet (pcm-worklet.js) turns it into 16 kHz PCM16 chunks, final sentences and the provisional
+// text of the current one are shown as they arrive.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -9,6 +12,7 @@ const el = {
   task: $("task"), stream: $("stream"), apiKey: $("api-key"), go: $("transcribe"), status: $("status"),
   result: $("result"), error: $("error"), asrBox: $("asr-box"), astBox: $("ast-box"),
   asr: $("asr-text"), ast: $("ast-text"), meta: $("meta"), info: $("server-info"),
+  live: $("live"), liveLabel: $("live-label"), liveStatus: $("live-status"),
 };
 
 const state = { audio: null, name: null, recorder: null, timer: null, busy: false };
@@ -70,6 +74,10 @@ el.drop.addEventListener("drop", (e) => {
 
 function micAvailable() {
   return window.isSecureContext && navigator.mediaDevices && typeof MediaRecorder !== "undefined";
+}
+
+function liveAvailable() {
+  return window.isSecureContext && navigator.mediaDevices && typeof AudioWorkletNode !== "undefined";
 }
 
 function recorderType() {
@@ -220,6 +228,184 @@ async function transcribe() {
   }
 }
 
+// -------------------------------------------------------------------------------------------------- live
+const LIVE_RATE = 16000;
+const live = { ws: null, ctx: null, mic: null, task: null, pending: 0, segments: 0, interims: 0,
+               stopping: false, updates: 0, queue: [], failed: null };
+
+function base64(buffer) {
+  const bytes = new Uint8Array(buffer);
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+function liveUrl() {
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/realtime?intent=transcription`;
+}
+
+// The provisional text of the current sentence: one grey paragraph at the end of each box in use.
+function showInterim(text) {
+  const parts = live.task === "asr_ast" ? splitTwo(text) : [text, text];
+  for (const [box, part, used] of [[el.asr, parts[0], live.task !== "ast"], [el.ast, parts[1], live.task !== "asr"]]) {
+    if (!used) continue;
+    let p = box.querySelector("p.interim");
+    if (!p) { p = document.createElement("p"); p.className = "interim"; box.appendChild(p); }
+    p.textContent = part;
+  }
+}
+
+function splitTwo(text) {
+  const i = text.indexOf("\n");
+  return i < 0 ? [text, ""] : [text.slice(0, i), text.slice(i + 1)];
+}
+
+function addFinal(event) {
+  const asr = live.task === "asr_ast" ? event.asr : event.transcript;
+  const ast = live.task === "asr_ast" ? event.ast : event.transcript;
+  for (const [box, text, used] of [[el.asr, asr, live.task !== "ast"], [el.ast, ast, live.task !== "asr"]]) {
+    if (!used) continue;
+    box.querySelector("p.interim")?.remove();
+    const p = document.createElement("p");
+    p.className = "seg";
+    p.textContent = text ?? "";
+    box.appendChild(p);
+  }
+  live.segments += 1;
+  el.meta.textContent = `live · ${live.segments} sentence${live.segments === 1 ? "" : "s"}`;
+}
+
+function onLiveEvent(event) {
+  switch (event.type) {
+    case "transcription_session.updated":
+      live.updates += 1;
+      break;
+    case "input_audio_buffer.speech_started":
+      el.liveStatus.textContent = "Hearing speech…";
+      break;
+    case "input_audio_buffer.speech_stopped":
+      el.liveStatus.textContent = "Listening…";
+      break;
+    case "input_audio_buffer.committed":
+      live.pending += 1;
+      break;
+    case "conversation.item.input_audio_transcription.delta":
+      live.interims += 1;
+      el.result.dataset.interims = String(live.interims);
+      showInterim(event.transcript ?? event.delta ?? "");
+      break;
+    case "conversation.item.input_audio_transcription.completed":
+      live.pending -= 1;
+      addFinal(event);
+      break;
+    case "conversation.item.input_audio_transcription.failed":
+      live.pending -= 1;
+      showError(`A sentence could not be transcribed: ${event.error?.message}`);
+      break;
+    case "error":
+      if (event.error?.code !== "input_audio_buffer_commit_empty") showError(event.error?.message || "server error");
+      break;
+  }
+  // stopping: the second 'updated' answers the update sent after the last commit, so every sentence is
+  // committed by then; the session ends when their results are in
+  if (live.stopping && live.updates >= 2 && live.pending <= 0) endLive("done");
+}
+
+async function startLive() {
+  const task = el.task.value;
+  el.error.hidden = true;
+  el.asr.textContent = "";
+  el.ast.textContent = "";
+  el.meta.textContent = "live";
+  layout();
+  Object.assign(live, { task, pending: 0, segments: 0, interims: 0, stopping: false, updates: 0, queue: [] });
+  el.result.dataset.state = "live";
+  el.result.dataset.interims = "0";
+  el.live.disabled = true;
+  el.task.disabled = true;
+  el.go.disabled = true;
+  try {
+    live.mic = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true } });
+    try {
+      live.ctx = new AudioContext({ sampleRate: LIVE_RATE });
+    } catch (e) {
+      live.ctx = new AudioContext(); // the worklet then resamples
+    }
+    const rate = [16000, 24000].includes(live.ctx.sampleRate) ? live.ctx.sampleRate : LIVE_RATE;
+    await live.ctx.audioWorklet.addModule("/static/pcm-worklet.js");
+    const source = live.ctx.createMediaStreamSource(live.mic);
+    const node = new AudioWorkletNode(live.ctx, "pcm16-chunker", { processorOptions: { targetRate: rate, chunkMs: 100 } });
+    source.connect(node);
+    node.connect(live.ctx.destination); // silent output: keeps the node in the rendered graph
+    const protocols = ["realtime"];
+    if (el.apiKey.value) protocols.push(`openai-insecure-api-key.${el.apiKey.value}`);
+    const ws = new WebSocket(liveUrl(), protocols);
+    live.ws = ws;
+    node.port.onmessage = (e) => {
+      const event = JSON.stringify({ type: "input_audio_buffer.append", audio: base64(e.data) });
+      if (ws.readyState === WebSocket.OPEN) ws.send(event);
+      else if (ws.readyState === WebSocket.CONNECTING) live.queue.push(event);
+    };
+    ws.onopen = () => {
+      ws.send(JSON.stringify({ type: "transcription_session.update", session: {
+        input_audio_format: { type: "audio/pcm", rate }, input_audio_transcription: { task } } }));
+      for (const event of live.queue.splice(0)) ws.send(event);
+      el.liveStatus.textContent = "Listening…";
+    };
+    ws.onmessage = (e) => onLiveEvent(JSON.parse(e.data));
+    ws.onclose = (e) => {
+      if (live.ws !== ws) return;
+      if (live.stopping && e.code === 1000) endLive("done");
+      else endLive("error", `The live connection closed (${e.code}${e.reason ? `: ${e.reason}` : ""}).`);
+    };
+    el.live.classList.add("recording");
+    el.live.setAttribute("aria-pressed", "true");
+    el.liveLabel.textContent = "Stop";
+    el.liveStatus.textContent = "Connecting…";
+    el.live.disabled = false;
+  } catch (e) {
+    endLive("error", `Live transcription unavailable: ${e.message}`);
+  }
+}
+
+function releaseMic() {
+  live.mic?.getTracks().forEach((t) => t.stop());
+  live.ctx?.close().catch(() => {});
+  live.mic = null;
+  live.ctx = null;
+}
+
+// Stop: no more audio; commit the sentence being spoken and wait for the last results.
+function stopLive() {
+  releaseMic();
+  live.stopping = true;
+  el.live.disabled = true;
+  el.liveStatus.textContent = "Finishing…";
+  const ws = live.ws;
+  if (!ws || ws.readyState !== WebSocket.OPEN) { endLive("done"); return; }
+  ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
+  ws.send(JSON.stringify({ type: "transcription_session.update", session: {} }));
+  setTimeout(() => { if (live.ws === ws) endLive("done"); }, 30000);
+}
+
+function endLive(outcome, message) {
+  releaseMic();
+  const ws = live.ws;
+  live.ws = null;
+  if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000);
+  el.asr.querySelector("p.interim")?.remove();
+  el.ast.querySelector("p.interim")?.remove();
+  if (message) showError(message);
+  el.result.dataset.state = outcome;
+  el.live.classList.remove("recording");
+  el.live.setAttribute("aria-pressed", "false");
+  el.liveLabel.textContent = "Start live transcription";
+  el.liveStatus.textContent = outcome === "done" ? "Stopped." : "Failed.";
+  el.live.disabled = false;
+  el.task.disabled = false;
+  el.go.disabled = !state.audio;
+}
+
 // ------------------------------------------------------------------------------------------------- start
 restorePrefs();
 layout();
@@ -228,6 +414,12 @@ if (micAvailable()) {
   el.record.addEventListener("click", toggleRecording);
 } else {
   el.record.disabled = true;
+  el.micNote.hidden = false;
+}
+if (liveAvailable()) {
+  el.live.addEventListener("click", () => (live.ws || live.mic ? stopLive() : startLive()));
+} else {
+  el.live.disabled = true;
   el.micNote.hidden = false;
 }
 el.go.addEventListener("click", transcribe);
