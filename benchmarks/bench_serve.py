@@ -31,7 +31,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+# The golden fixtures: in the repository (tests/fixtures) when present, else the shared checkout beside it.
+_IN_REPO = ROOT / "tests" / "fixtures"
+FIXTURES = _IN_REPO if _IN_REPO.is_dir() else ROOT.parent / "shared" / "fixtures"
 DEFAULT_MODEL = FIXTURES / "official-tiny"
 DEFAULT_CLIPS = [FIXTURES / "audio" / f"{c}.wav" for c in ("zh1", "zh2", "en1", "short", "demo")]
 

@@ -61,7 +61,8 @@ from mooer.inference.stats import PaddingStats, batched_padding_fraction  # noqa
 
 # The golden fixtures: in the repository (tests/fixtures) when present, else the shared checkout beside it.
 _IN_REPO = ROOT / "tests" / "fixtures"
-FIXTURES = Path(os.environ.get("MOOER_FIXTURES", _IN_REPO if _IN_REPO.is_dir() else ROOT.parent / "shared" / "fixtures"))
+FIXTURES = Path(os.environ.get("MOOER_FIXTURES",
+                               _IN_REPO if _IN_REPO.is_dir() else ROOT.parent / "shared" / "fixtures"))
 SR = 16000
 TOKENS_PER_SECOND = 2.0  # decode length per audio second (random weights never stop by themselves)
 
