@@ -81,7 +81,7 @@ def main() -> None:
                 s["tokens_pad"].append(1 - batch.tokens.attention_mask.float().mean().item())
                 s["batches"] += 1
 
-    print(f"# training-step throughput: fixed vs dynamic batching\n")
+    print("# training-step throughput: fixed vs dynamic batching\n")
     print(f"- {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{args.threads} thread(s); model: bundled demo model (7.9 M parameters, fp32)")
     print(f"- data: {len(utts)} utterances of {args.manifest} (mean {mean:.2f} s, min {min(durations):.2f} s, "

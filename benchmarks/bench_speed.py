@@ -8,9 +8,10 @@ is reported, because the machine may be shared):
 
 * frontend (fbank + LFR + CMVN) on one thread, as ×real time; audio loading separately;
 * encoder (SANM 50×512 + adapter) seconds per audio second;
-* end-to-end (``MooER.transcribe`` on WAV files: load, features, encoder, LLM) real-time factor, utterances/s
-  and generated tokens/s for batch sizes 1…32, greedy and official preset (beam 4);
-* padding fraction of length-sorted vs input-order batches; a sorted vs unsorted end-to-end run;
+* end-to-end (``MooER.transcribe`` on in-memory 16 kHz waveforms: features, encoder, LLM) real-time factor,
+  utterances/s and generated tokens/s for batch sizes 1…32, greedy and official preset (beam 4);
+* padding fraction of length-sorted vs input-order batches; a sorted (``MooER.transcribe``) vs input-order
+  (``MooER.pipeline.generate`` per batch) end-to-end run;
 * batch-1 LLM decode tokens/s against the memory-bandwidth bound (bandwidth / bytes of weights per step);
 * speed options: int8 dynamic quantisation (CPU), eager vs SDPA attention, featurisation threads;
 * peak memory (``ru_maxrss`` on CPU, ``torch.cuda.max_memory_allocated`` on CUDA).
@@ -24,7 +25,9 @@ the decode length is fixed at about 2 tokens per audio second (AISHELL-1 speaks 
 Prompt ids come from the fixtures' tiny Qwen2 tokenizer (ids < 2003, covered by the LLM's embedding);
 without the fixtures a synthetic tokenizer gives a prompt of the same length.
 
-Audio: the fixture clips tiled to 2–20 s (or synthetic tones + noise without the fixtures).
+Audio: the fixture clips tiled to 2–20 s (or synthetic tones + noise without the fixtures or soundfile). Only
+the sections that time file reading (frontend loading, featurisation threads) and the fixture/demo-model
+sections write or read WAV files; they need soundfile (the bare GPU image has none: they are skipped there).
 """
 
 from __future__ import annotations
@@ -42,35 +45,19 @@ import statistics
 import sys
 import tempfile
 import time
-import types
+from importlib.util import find_spec
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
 
 
-def _stub_missing_audio_modules() -> list[str]:
-    """``mooer`` imports its audio decoders at import time; on a machine without them (a bare GPU image),
-    stub them so the model stack imports. Only in-memory waveforms can be used then."""
-    import importlib.util
-
-    missing = [m for m in ("av", "soundfile", "soxr") if importlib.util.find_spec(m) is None]
-    for name in missing:
-        sys.modules[name] = types.ModuleType(name)
-    if "av" in missing:
-        sys.modules["av.error"] = types.ModuleType("av.error")
-        sys.modules["av"].error = sys.modules["av.error"]
-    return missing
-
-
-MISSING_AUDIO = _stub_missing_audio_modules()
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mooer.features import Cmvn, FeatureExtractor, audio_tokens  # noqa: E402
+from mooer.features import Cmvn, FeatureExtractor  # noqa: E402
 from mooer.inference.speed import peak_memory_mb, quantize_llm  # noqa: E402
-from mooer.inference.stats import batched_padding_fraction  # noqa: E402
+from mooer.inference.stats import PaddingStats, batched_padding_fraction  # noqa: E402
 
 FIXTURES = Path(os.environ.get("MOOER_FIXTURES", ROOT / "tests" / "fixtures"))
 SR = 16000
@@ -88,6 +75,12 @@ GPU_BANDWIDTH = {"H100 SXM": 3.35, "H100 80GB HBM3": 3.35, "H100 PCIe": 2.0, "H2
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def wav_files_usable() -> bool:
+    """WAV files are read and written with soundfile, which the bare GPU image lacks (``import mooer`` does
+    not need it; in-memory waveforms are decoded without it)."""
+    return find_spec("soundfile") is not None
 
 
 def log(msg: str) -> None:
@@ -186,7 +179,7 @@ def load_cmvn():
 
 def base_audio() -> tuple[np.ndarray, str]:
     clips = [FIXTURES / "audio" / f"{c}.wav" for c in ("demo", "zh1", "zh2", "en1")]
-    if all(c.is_file() for c in clips) and "soundfile" not in MISSING_AUDIO:
+    if all(c.is_file() for c in clips) and wav_files_usable():
         import soundfile as sf
 
         parts = []
@@ -226,8 +219,12 @@ def write_wavs(waves, folder: Path, prefix: str) -> list[str]:
 
 
 def build_random_mooer(device: str, llm_size: str, vocab: int | None, seed: int = 0):
-    """A MooER-shaped network with random weights, wrapped like a loaded checkpoint."""
+    """A MooER-shaped network with random weights, wrapped like a loaded checkpoint: a :class:`MooER`, so
+    every run below goes through the library's own pipeline."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from mooer.api import MooER
+    from mooer.checkpoint import Loaded
 
     from mooer.models.adapter import AdapterConfig, LinearAdapter
     from mooer.models.mooer import MooERNetwork
@@ -257,69 +254,37 @@ def build_random_mooer(device: str, llm_size: str, vocab: int | None, seed: int 
             "params_encoder": sum(p.numel() for p in encoder.parameters()),
             "params_adapter": sum(p.numel() for p in adapter.parameters()),
             "attn": llm.config._attn_implementation}
-    return Pipeline(net, tokenizer, cmvn, dict(OFFICIAL_PROMPTS)), info
+    return MooER(Loaded(net, tokenizer, cmvn, dict(OFFICIAL_PROMPTS), "asr", {})), info
 
 
-class Pipeline:
-    """``MooER`` when its audio stack imports (files in, the library's own ``transcribe``), else the same
-    steps on in-memory waveforms (the bare GPU image has no soundfile/PyAV)."""
+def transcribe_timed(model, waves, batch_size: int, options, workers: int | None = None):
+    """``MooER.transcribe`` on in-memory waveforms (length-sorted batches).
 
-    def __init__(self, net, tokenizer, cmvn, prompts, mooer=None):
-        self.net = net
-        self.mooer = mooer
-        if mooer is None and not MISSING_AUDIO:
-            from mooer.api import MooER
-            from mooer.checkpoint import Loaded
+    Returns (seconds, generated ids per input, padding fraction of encoder frames)."""
+    t, res = timed(lambda: model.transcribe(waves, task="asr", batch_size=batch_size, decoding=options,
+                                            num_workers=workers), model.device)
+    bad = [r.error for r in res if r.error]
+    if bad:
+        raise RuntimeError(bad[0])
+    return t, [r.token_ids for r in res], model.last_stats.features.fraction
 
-            self.mooer = MooER(Loaded(net, tokenizer, cmvn, prompts, "asr", {}))
-        from mooer.prompting import PromptBuilder
 
-        self.features = FeatureExtractor(cmvn)
-        self.prompts = PromptBuilder(tokenizer, prompts)
+def generate_in_input_order(model, waves, batch_size: int, options):
+    """The same work with batches in input order (no length sorting): ``MooER.pipeline.generate`` per batch.
 
-    @property
-    def device(self):
-        return self.net.device
+    Returns (seconds, generated ids per input, padding fraction of encoder frames)."""
 
-    def decode_batch(self, feats, task, options):
-        if self.mooer is not None:
-            return self.mooer.decode_batch(feats, task, options)
-        from mooer.prompting import collate_tokens, pad_features
+    def run():
+        feats = [model.featurize_waveform(w) for w in waves]
+        ids, padding = [], PaddingStats()
+        for start in range(0, len(feats), batch_size):
+            batch = feats[start : start + batch_size]
+            padding.add([f.shape[0] for f in batch])
+            ids += [g.ids for g in model.pipeline.generate(batch, "asr", options)]
+        return ids, padding.fraction
 
-        padded, lengths = pad_features(list(feats))
-        audio_len = [audio_tokens(int(n), self.net.adapter.k) for n in lengths]
-        prompt = self.prompts.prompt_ids(task)
-        tokens = collate_tokens(audio_len, [prompt] * len(audio_len), self.prompts.pad_id).to(self.device)
-        with torch.inference_mode():
-            embeds = self.net.inputs_embeds(padded.to(self.device), lengths.to(self.device), tokens)
-            return self.net.generate(embeds, tokens.attention_mask, options)
-
-    def transcribe(self, paths, waves, batch_size, options, sort=True, workers=None):
-        """Returns (seconds, generated ids per input, feature padding fraction)."""
-        dev = self.device
-        if self.mooer is not None and sort and paths is not None:
-            t, res = timed(lambda: self.mooer.transcribe(paths, task="asr", batch_size=batch_size,
-                                                         decoding=options, num_workers=workers), dev)
-            bad = [r.error for r in res if r.error]
-            if bad:
-                raise RuntimeError(bad[0])
-            return t, [r.token_ids for r in res], self.mooer.last_stats.features.fraction
-
-        def run():
-            feats = [self.features(w) for w in waves]
-            order = sorted(range(len(feats)), key=lambda i: -feats[i].shape[0]) if sort else list(range(len(feats)))
-            ids = [None] * len(feats)
-            real = total = 0
-            for s in range(0, len(order), batch_size):
-                chunk = order[s : s + batch_size]
-                lens = [feats[i].shape[0] for i in chunk]
-                real, total = real + sum(lens), total + max(lens) * len(lens)
-                for i, row in zip(chunk, self.decode_batch([feats[i] for i in chunk], "asr", options)):
-                    ids[i] = row
-            return ids, 1 - real / total
-
-        t, (ids, pad) = timed(run, dev)
-        return t, ids, pad
+    t, (ids, pad) = timed(run, model.device)
+    return t, ids, pad
 
 
 # ------------------------------------------------------------------------------------------------ sections
@@ -371,36 +336,37 @@ def bench_frontend(waves, repeats, paths=None) -> dict:
     return out
 
 
-def bench_encoder(pipe, waves, repeats) -> list:
-    dev = pipe.device
+def bench_encoder(model, waves, repeats) -> list:
+    dev, net = model.device, model.network
     rows = []
     with torch.inference_mode():
-        feats = [pipe.features(w) for w in waves]
+        feats = [model.featurize_waveform(w) for w in waves]
         for i, f in enumerate(feats):
             x, n = f[None].to(dev), torch.tensor([f.shape[0]], device=dev)
-            pipe.net.encode(x, n) if i == 0 else None  # warm-up
-            times = [timed(lambda: pipe.net.encode(x, n), dev)[0] for _ in range(repeats)]
+            net.encode(x, n) if i == 0 else None  # warm-up
+            times = [timed(lambda: net.encode(x, n), dev)[0] for _ in range(repeats)]
             sec = len(waves[i]) / SR
             rows.append((f"{sec:.0f} s, batch 1", sec, median(times), median(times) / sec))
     return rows
 
 
-def bench_decode_bound(pipe, prompt_len: int, new_tokens: int, repeats: int, device: str) -> dict:
+def bench_decode_bound(model, prompt_len: int, new_tokens: int, repeats: int, device: str) -> dict:
     """Batch-1 greedy decode rate from inputs_embeds (LLM only) vs bandwidth / bytes of weights per step."""
     from mooer.decoding import DecodingOptions
 
-    llm = pipe.net.llm
-    dev = pipe.device
+    net = model.network
+    llm = net.llm
+    dev = model.device
     dim = llm.config.hidden_size
-    embeds = torch.randn(1, prompt_len, dim, device=dev, dtype=pipe.net.dtype) * 0.02
+    embeds = torch.randn(1, prompt_len, dim, device=dev, dtype=net.dtype) * 0.02
     mask = torch.ones(1, prompt_len, dtype=torch.bool, device=dev)
     one = DecodingOptions(num_beams=1, max_new_tokens=1, length_penalty=1.0, eos_bias=0.0)
     many = one.replace(max_new_tokens=new_tokens + 1)
-    pipe.net.generate(embeds, mask, many)  # warm-up
+    net.generate(embeds, mask, many)  # warm-up
     t1, tn = [], []
     for _ in range(repeats):
-        t1.append(timed(lambda: pipe.net.generate(embeds, mask, one), dev)[0])
-        tn.append(timed(lambda: pipe.net.generate(embeds, mask, many), dev)[0])
+        t1.append(timed(lambda: net.generate(embeds, mask, one), dev)[0])
+        tn.append(timed(lambda: net.generate(embeds, mask, many), dev)[0])
     step = (median(tn) - median(t1)) / new_tokens
     # bytes read per decode step: every weight except the input embedding (a row gather); a tied embedding
     # is read in full by the output projection.
@@ -420,7 +386,7 @@ def measure_bandwidth(device: str) -> tuple[float, str]:
     src = torch.empty(n, dtype=torch.uint8, device=dev).fill_(1)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    times = [timed(lambda: dst.copy_(src), dev)[0] for _ in range(10)]
+    times = [timed(lambda d=dst, s=src: d.copy_(s), dev)[0] for _ in range(10)]
     measured = 2 * n / median(times) / 1e12  # bytes read + written
     del src, dst
     if dev.type == "cuda":
@@ -432,7 +398,7 @@ def measure_bandwidth(device: str) -> tuple[float, str]:
     return measured, f"measured memory copy, {torch.get_num_threads()} thread(s), read+write"
 
 
-def bench_batches(pipe, base, sizes: dict, seconds, new_tokens, repeats: dict, tmp: Path) -> list:
+def bench_batches(model, base, sizes: dict, seconds, new_tokens, repeats: dict) -> list:
     """Time per batch for each preset and batch size (``sizes[preset]``); the b utterances of each batch are
     all ``seconds`` long."""
     from mooer.decoding import get_preset
@@ -440,9 +406,8 @@ def bench_batches(pipe, base, sizes: dict, seconds, new_tokens, repeats: dict, t
     presets = list(sizes)
     nmax = max(max(v) for v in sizes.values())
     waves = make_waves(base, [seconds] * nmax)
-    paths = write_wavs(waves, tmp, "batch") if pipe.mooer is not None else None
     options = {p: get_preset(p).replace(max_new_tokens=new_tokens) for p in presets}
-    pipe.transcribe(paths[:1] if paths else None, waves[:1], 1, options[presets[0]])  # warm-up
+    transcribe_timed(model, waves[:1], 1, options[presets[0]])  # warm-up
     times: dict = {}
     toks: dict = {}
     for rep in range(max(repeats.values())):
@@ -451,7 +416,7 @@ def bench_batches(pipe, base, sizes: dict, seconds, new_tokens, repeats: dict, t
                 continue
             for b in sizes[preset]:
                 log(f"batch table: {preset} batch {b} (repeat {rep + 1})")
-                t, ids, _ = pipe.transcribe(paths[:b] if paths else None, waves[:b], b, options[preset])
+                t, ids, _ = transcribe_timed(model, waves[:b], b, options[preset])
                 times.setdefault((preset, b), []).append(t)
                 toks[(preset, b)] = sum(len(r) for r in ids)
     rows = []
@@ -466,16 +431,14 @@ def bench_batches(pipe, base, sizes: dict, seconds, new_tokens, repeats: dict, t
     return rows
 
 
-def bench_options(pipe, base, seconds, new_tokens, sizes, repeats, tmp: Path, device: str) -> dict:
+def bench_options(model, base, seconds, new_tokens, sizes, repeats, device: str) -> dict:
     """Each option against its default (interleaved repeats): int8 (CPU) and eager attention on greedy,
     the shared beam prefill (on by default) against HF's per-beam prefill on the official preset."""
     from mooer.decoding import get_preset
-    from mooer.inference.speed import disable_shared_prefill, enable_shared_prefill
 
     waves = make_waves(base, [seconds] * max(sizes))
-    paths = write_wavs(waves, tmp, "opt") if pipe.mooer is not None else None
     opts = {p: get_preset(p).replace(max_new_tokens=new_tokens) for p in ("greedy", "official")}
-    llm = pipe.net.llm
+    llm = model.network.llm
 
     @contextlib.contextmanager
     def nothing():
@@ -491,24 +454,22 @@ def bench_options(pipe, base, seconds, new_tokens, sizes, repeats, tmp: Path, de
 
     @contextlib.contextmanager
     def per_beam_prefill():
-        disable_shared_prefill(pipe.net)
+        model.network.shared_prefill = False
         try:
             yield
         finally:
-            enable_shared_prefill(pipe.net)
+            model.network.shared_prefill = True
 
     default = "default (fp32, SDPA)" if torch.device(device).type == "cpu" else "default (bf16, SDPA)"
-    # name -> (pipeline, preset, context, baseline name)
-    variants = {default: (pipe, "greedy", nothing, None)}
+    # name -> (MooER, preset, context, baseline name)
+    variants = {default: (model, "greedy", nothing, None)}
     if torch.device(device).type == "cpu":
-        q = copy.deepcopy(pipe)
-        if q.mooer is not None:
-            q.mooer.network = q.net
-        quantize_llm(q.net)
+        q = copy.deepcopy(model)  # network, pipeline and engine copied together (one deepcopy memo)
+        quantize_llm(q)
         variants["int8 dynamic (LLM linears)"] = (q, "greedy", nothing, default)
-    variants["eager attention (LLM)"] = (pipe, "greedy", eager, default)
-    variants["official, shared beam prefill (default)"] = (pipe, "official", nothing, None)
-    variants["official, HF per-beam prefill"] = (pipe, "official", per_beam_prefill,
+    variants["eager attention (LLM)"] = (model, "greedy", eager, default)
+    variants["official, shared beam prefill (default)"] = (model, "official", nothing, None)
+    variants["official, HF per-beam prefill"] = (model, "official", per_beam_prefill,
                                                  "official, shared beam prefill (default)")
     times: dict = {}
     ids: dict = {}
@@ -517,7 +478,7 @@ def bench_options(pipe, base, seconds, new_tokens, sizes, repeats, tmp: Path, de
             for b in sizes:
                 log(f"options: {name} batch {b} (repeat {rep + 1})")
                 with ctx():
-                    t, got, _ = v.transcribe(paths[:b] if paths else None, waves[:b], b, opts[preset])
+                    t, got, _ = transcribe_timed(v, waves[:b], b, opts[preset])
                 times.setdefault((name, b), []).append(t)
                 ids[(name, b)] = got
     rows = []
@@ -536,29 +497,29 @@ def bench_options(pipe, base, seconds, new_tokens, sizes, repeats, tmp: Path, de
     return {"rows": rows}
 
 
-def bench_featurize_workers(pipe, base, tmp: Path, n: int, repeats: int) -> list:
-    if pipe.mooer is None:
+def bench_featurize_workers(model, base, tmp: Path, n: int, repeats: int) -> list:
+    if not wav_files_usable():
         return []
     from concurrent.futures import ThreadPoolExecutor
 
     rng = random.Random(1)
     paths = write_wavs(make_waves(base, [rng.uniform(2, 20) for _ in range(n)]), tmp, "feat")
-    seconds = sum(pipe.mooer.featurize(p)[1] for p in paths)
+    seconds = sum(model.featurize(p)[1] for p in paths)
     cores = os.cpu_count() or 1
     result = {}
     for _ in range(repeats):
         for w in sorted({1, 2, min(4, cores)}):
             def run():
                 if w == 1:
-                    return [pipe.mooer.featurize(p) for p in paths]
+                    return [model.featurize(p) for p in paths]
                 with ThreadPoolExecutor(w) as pool:
-                    return list(pool.map(pipe.mooer.featurize, paths))
+                    return list(pool.map(model.featurize, paths))
             result.setdefault(w, []).append(timed(run)[0])
     one = median(result[1])
     return [(w, median(v), seconds / median(v), one / median(v)) for w, v in sorted(result.items())]
 
 
-def bench_realistic(pipe, base, n, batch_size, tmp: Path, sorted_only: bool, max_seconds: float = 20) -> dict:
+def bench_realistic(model, base, n, batch_size, sorted_only: bool, max_seconds: float = 20) -> dict:
     """n utterances of 2–max_seconds s, greedy, decode length ~2 tokens per mean audio second; sorted (the
     library) vs input order."""
     from mooer.decoding import get_preset
@@ -566,18 +527,16 @@ def bench_realistic(pipe, base, n, batch_size, tmp: Path, sorted_only: bool, max
     rng = random.Random(0)
     secs = [rng.uniform(2, max_seconds) for _ in range(n)]
     waves = make_waves(base, secs)
-    paths = write_wavs(waves, tmp, "real") if pipe.mooer is not None else None
     opts = get_preset("greedy").replace(max_new_tokens=int(TOKENS_PER_SECOND * sum(secs) / n))
     out = {"n": n, "audio_seconds": sum(secs), "batch_size": batch_size, "new_tokens": opts.max_new_tokens,
            "max_seconds": max_seconds}
     log(f"realistic set: sorted, batch {batch_size}")
-    t, ids, pad = pipe.transcribe(paths, waves, batch_size, opts, sort=True)
+    t, ids, pad = transcribe_timed(model, waves, batch_size, opts)
     out["sorted"] = (t, pad)
-    if pipe.mooer is not None:
-        out["stats"] = pipe.mooer.last_stats.to_dict()
+    out["stats"] = model.last_stats.to_dict()
     if not sorted_only:
         log(f"realistic set: input order, batch {batch_size}")
-        t2, ids2, pad2 = pipe.transcribe(None, waves, batch_size, opts, sort=False)
+        t2, ids2, pad2 = generate_in_input_order(model, waves, batch_size, opts)
         out["unsorted"] = (t2, pad2)
         out["rows_identical"] = f"{sum(a == b for a, b in zip(ids, ids2))}/{len(ids)}"
         out["tokens_identical"] = sum(x == y for a, b in zip(ids, ids2) for x, y in zip(a, b)) / sum(map(len, ids))
@@ -588,7 +547,7 @@ def fixture_checks() -> list | None:
     """Each speed option on the golden fixtures (tiny model, 5 clips, asr + ast) against the fp32
     reference ids: exact options must give 10/10 identical runs per preset; int8 reports its agreement."""
     ref_path = FIXTURES / "official-tiny-reference" / "reference.json"
-    if not ref_path.is_file() or MISSING_AUDIO:
+    if not ref_path.is_file() or not wav_files_usable():
         return None
     from mooer.api import MooER
 
@@ -637,11 +596,10 @@ def bench_demo(args, tmp: Path) -> dict | None:
         path = default_model_path()
     except Exception as e:  # CheckpointError when absent
         return {"note": f"skipped: {e}"}
-    if MISSING_AUDIO:
-        return {"note": "skipped: no audio decoders (soundfile/PyAV) on this machine"}
+    if not wav_files_usable():
+        return {"note": "skipped: no soundfile on this machine (its test set is WAV files)"}
     from mooer.api import MooER
     from mooer.decoding import get_preset
-    from mooer.inference.speed import disable_shared_prefill, enable_shared_prefill
 
     out = {"note": str(path)}
     model = MooER.from_pretrained(path, device=args.device)
@@ -684,11 +642,11 @@ def bench_demo(args, tmp: Path) -> dict | None:
 
     @contextlib.contextmanager
     def per_beam():
-        disable_shared_prefill(model)
+        model.network.shared_prefill = False
         try:
             yield
         finally:
-            enable_shared_prefill(model)
+            model.network.shared_prefill = True
 
     q = None
     if torch.device(args.device).type == "cpu":
@@ -783,26 +741,26 @@ def main(argv=None) -> int:
         log("frontend")
         rng = random.Random(3)
         waves = make_waves(base, [rng.uniform(2, 20) for _ in range(6 if q else 12)])
-        paths = write_wavs(waves, tmp, "fe") if not MISSING_AUDIO else None
+        paths = write_wavs(waves, tmp, "fe") if wav_files_usable() else None
         R["frontend"] = bench_frontend(waves, 3 if q else 5, paths)
 
     log(f"building the MooER-shaped random model ({llm_size}) on {args.device}")
-    t, (pipe, minfo) = timed(lambda: build_random_mooer(args.device, llm_size, args.vocab), args.device)
+    t, (model, minfo) = timed(lambda: build_random_mooer(args.device, llm_size, args.vocab), args.device)
     minfo["build_s"] = t
     R["model"] = minfo
     R["memory"]["model_built_mb"] = peak_memory_mb(args.device)
     if args.compile:
         from mooer.inference.speed import compile_model
 
-        R["compile"] = compile_model(pipe.net) or "not applied (CPU)"
+        R["compile"] = compile_model(model) or "not applied (CPU)"
         log(f"compile: {R['compile']}")
 
     if "encoder" in sections:
         log("encoder")
-        R["encoder"] = bench_encoder(pipe, make_waves(base, [5.0, 10.0] if q else [5.0, 10.0, 20.0]), 2 if q else 3)
+        R["encoder"] = bench_encoder(model, make_waves(base, [5.0, 10.0] if q else [5.0, 10.0, 20.0]), 2 if q else 3)
     if "decode" in sections:
         log("decode bound")
-        R["decode"] = bench_decode_bound(pipe, 100, 8 if q else 24, 2 if q else 3, args.device)
+        R["decode"] = bench_decode_bound(model, 100, 8 if q else 24, 2 if q else 3, args.device)
     if "padding" in sections:
         rng = random.Random(4)
         lengths = [rng.uniform(2, 20) for _ in range(1000)]
@@ -814,17 +772,17 @@ def main(argv=None) -> int:
         reps = {"greedy": 2 if q else 3, "official": 1 if q else 2}
         bsizes = {"greedy": sizes, "official": sizes[:2] if q else sizes}  # quick: beam at the 2 smallest only
         bsizes = {k: v for k, v in bsizes.items() if k in args.presets.split(",")}
-        R["batches"] = bench_batches(pipe, base, bsizes, batch_seconds, new_tokens, reps, tmp)
+        R["batches"] = bench_batches(model, base, bsizes, batch_seconds, new_tokens, reps)
     if "realistic" in sections:
-        R["realistic"] = bench_realistic(pipe, base, 8 if q else 32, 4 if q else 8, tmp, sorted_only=q,
+        R["realistic"] = bench_realistic(model, base, 8 if q else 32, 4 if q else 8, sorted_only=q,
                                          max_seconds=8 if q else 20)
     if "options" in sections:
-        R["options"] = bench_options(pipe, base, batch_seconds, new_tokens, [1] if q else [1, 8], 1 if q else 2,
-                                     tmp, args.device)
+        R["options"] = bench_options(model, base, batch_seconds, new_tokens, [1] if q else [1, 8], 1 if q else 2,
+                                     args.device)
     if "workers" in sections:
-        R["workers"] = bench_featurize_workers(pipe, base, tmp, 8 if q else 32, 2 if q else 3)
+        R["workers"] = bench_featurize_workers(model, base, tmp, 8 if q else 32, 2 if q else 3)
     R["memory"]["peak_mb"] = peak_memory_mb(args.device)
-    del pipe
+    del model
     if "fixtures" in sections and dev.type == "cpu":
         R["fixtures"] = fixture_checks()
     if "demo" in sections:
@@ -893,9 +851,9 @@ def render(R: dict) -> str:
                   ("achieved / bound", f"{100 * d['tokens_per_s'] / d['bound_tokens_per_s']:.0f} %"),
                   (f"prefill of {d['prompt_len']} positions + 1 token", f"{d['prefill_plus_one_s']:.2f} s")])]
     if "batches" in R:
-        L += ["", "## End to end by batch size (`MooER.transcribe` on WAV files)", "",
-              "Each batch holds b utterances of the same length (so no padding); time = load + features + encoder "
-              "+ LLM for the whole batch.", "",
+        L += ["", "## End to end by batch size (`MooER.transcribe` on 16 kHz waveforms)", "",
+              "Each batch holds b utterances of the same length (so no padding); time = features + encoder + LLM "
+              "for the whole batch (file loading is timed in the frontend table).", "",
               table(["preset", "batch", "repeats", "time s", "utt/s", "RTF", "×real time", "gen tokens/s",
                      "throughput vs batch 1"], R["batches"])]
     if "padding" in R:
@@ -975,7 +933,7 @@ NOTES = """
   were verified; eager attention gives the same ids on the fixtures and is not faster.
 - **Shared beam prefill** (new, on by default, exact): HF beam search copies each input row `num_beams`
   times *before* the prefill, so the official preset computed the audio + prompt prefill 4 times.
-  `mooer.inference.speed.enable_shared_prefill` runs it once per utterance and passes HF the KV cache repeated per
+  `MooERNetwork.generate` (flag `shared_prefill`) runs it once per utterance and passes HF the KV cache repeated per
   beam. All official-preset fixture runs (single, batched, raw batch tensors) stay identical.
 - **Prefix caching across utterances does not apply**: the audio comes *before* the chat prompt, so
   utterances share no token prefix; only the prompt's ids/embedding lookup could be shared (trivial, ids

@@ -9,8 +9,8 @@
 #   * end-to-end throughput by batch size (greedy 1..32, official beam-4 preset 1..32), encoder speed, padding;
 #   * the same decode + greedy batches with --compile (static KV cache + torch.compile), last, so that a slow
 #     compilation cannot cost the main numbers.
-# Needs only torch + transformers (+ numpy): the bare GPU image has no soundfile/PyAV, so the benchmark feeds
-# in-memory waveforms there. Budget: about 4-6 minutes on an H100 after the machine has started.
+# Needs only torch + transformers (+ numpy): the bare GPU image has no soundfile/PyAV, which `import mooer` does
+# not need; these sections feed in-memory waveforms. Budget: about 4-6 minutes on an H100 after the machine has started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

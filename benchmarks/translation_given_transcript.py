@@ -31,8 +31,8 @@ DATA = Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / "data"
 def translate_after(model: MooER, features: list[torch.Tensor], transcripts: list[str], preset: str) -> list[str]:
     """The model's translation of each utterance after ``transcripts`` forced as its asr_ast transcript."""
     forced = [model.tokenizer.encode(t + MULTITASK_SEPARATOR, add_special_tokens=False) for t in transcripts]
-    rows = model.decode_batch(features, "asr_ast", get_preset(preset), forced=forced)
-    return [model.text_of(row).strip() for row in rows]
+    rows = model.pipeline.generate(features, "asr_ast", get_preset(preset), forced=forced)
+    return [model.text_of(row.ids).strip() for row in rows]
 
 
 def main() -> None:
@@ -54,8 +54,8 @@ def main() -> None:
     for i in range(0, len(chosen), args.batch_size):
         batch = chosen[i : i + args.batch_size]
         features = [model.featurize_waveform(u.load_audio(), u.id) for u in batch]
-        rows = model.decode_batch(features, "asr_ast", get_preset(args.preset))  # as `mooer transcribe` does
-        own.update((u.id, split_multitask(model.text_of(row))[1]) for u, row in zip(batch, rows))
+        rows = model.pipeline.generate(features, "asr_ast", get_preset(args.preset))  # as `mooer transcribe` does
+        own.update((u.id, split_multitask(model.text_of(row.ids))[1]) for u, row in zip(batch, rows))
         given.update(zip((u.id for u in batch), translate_after(model, features, [u.text for u in batch], args.preset)))
     print(f"{len(chosen)} zh utterances of {args.manifest}, preset {args.preset}\n")
     print("| transcript before the translation | BLEU | chrF |\n|---|---|---|")

@@ -5,7 +5,7 @@ PCM as exactly ``int16 / 32768``, which the reference fixtures require. Whatever
 WebM, video containers' audio tracks, …) and MPEG audio (below) are decoded by PyAV (FFmpeg), first audio
 stream. Paths must be regular files: a FIFO or device is refused, not read (decoders probe and seek).
 
-Channels are averaged in float32 (the official inference path, spec §2.1), then the mono signal is resampled
+Channels are averaged in float32 (as the official inference path does), then the mono signal is resampled
 with soxr (quality ``HQ``) when its rate differs from the requested one. Averaging before resampling is
 equivalent (both are linear) and cheaper.
 

@@ -1,6 +1,6 @@
 """Checkpoints: the official release layout and the project's own format. Loading is strict.
 
-Official release layout (spec §1.2)::
+Official release layout::
 
     ROOT/paraformer_encoder/{am.mvn, paraformer-encoder.pth}   (+ config.yaml: FunASR's encoder_conf, optional)
     ROOT/<variant>/adapter_project.pt            variant in asr, ast, asr_ast_mtl, ...
@@ -18,7 +18,7 @@ The encoder may also come from a FunASR model directory (``model.pt`` with ``enc
 when there is one (:mod:`mooer.funasr_config`), since the head count cannot be read from tensor shapes.
 
 A missing or unexpected key is a :class:`CheckpointError` that names the key and the file (the original
-loaded non-strictly and could silently run a random encoder, spec 15.3).
+loaded non-strictly and could silently run a random encoder).
 """
 
 from __future__ import annotations
@@ -301,7 +301,7 @@ def load_adapter(path: str | Path, encoder: SANMEncoder, encoder_given: bool = F
     """A LinearAdapter from an official ``adapter_project.pt`` (keys ``encoder_projector.*``), strictly.
 
     Its sizes and downsample rate are inferred from the shapes. A file that also holds ``encoder.model.*``
-    keys (a release whose encoder was trained too, spec §4) loads them into ``encoder``, strictly; that is an
+    keys (a release whose encoder was trained too) loads them into ``encoder``, strictly; that is an
     error when ``encoder_given`` (the encoder was chosen explicitly, and these weights would replace it).
     """
     path = Path(path)

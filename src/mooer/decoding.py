@@ -53,8 +53,8 @@ class DecodingOptions:
 #: with its stage-3 weights; 0.5 once its LLM had learnt to read the audio, see benchmarks/RESULTS_demo.md).
 DEFAULT_CTC_WEIGHT = 0.5
 
-#: ``official``: spec §8.1, what the official offline inference uses (beam 4, 200 new tokens,
-#: length penalty 0.8, EOS bias -0.2). ``greedy``: spec §8.2, the official streaming demo.
+#: ``official``: what the official offline inference uses (beam 4, 200 new tokens, length penalty 0.8,
+#: EOS bias -0.2). ``greedy``: the official streaming demo (docs/design.md §5).
 PRESETS: dict[str, DecodingOptions] = {
     "official": DecodingOptions(),
     "greedy": DecodingOptions(num_beams=1, max_new_tokens=500, length_penalty=1.0, eos_bias=0.0),

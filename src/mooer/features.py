@@ -1,4 +1,4 @@
-"""Acoustic features: Kaldi fbank → LFR stacking → CMVN (spec §2.2–2.6).
+"""Acoustic features: Kaldi fbank → LFR stacking → CMVN, as the official front end (docs/design.md §1).
 
 The pipeline turns a mono 16 kHz waveform in [-1, 1] into the ``(T6, 560)`` float32 matrix that the
 SANM encoder consumes:
@@ -10,7 +10,7 @@ SANM encoder consumes:
 2. :func:`apply_lfr` — low-frame-rate stacking (m=7 frames every n=6), one gather.
 3. :class:`Cmvn` — ``(x + shift) * scale`` with the vectors of an ``am.mvn`` file.
 
-:class:`FeatureExtractor` chains the three. The length arithmetic of spec §2.6 is in :func:`fbank_frames`,
+:class:`FeatureExtractor` chains the three. The length arithmetic is in :func:`fbank_frames`,
 :func:`lfr_frames` and :func:`audio_tokens`.
 """
 
@@ -47,7 +47,7 @@ __all__ = [
     "FeatureExtractor",
 ]
 
-# --- Fbank parameters in effect in MooER (spec §2.3). The front end only works at 16 kHz. ---
+# --- Fbank parameters in effect in MooER (torchaudio's Kaldi fbank). The front end only works at 16 kHz. ---
 SAMPLE_RATE = 16000
 """The only sample rate the front end accepts (Kaldi ``sample_frequency``)."""
 FRAME_LENGTH = 400
@@ -61,7 +61,7 @@ LOW_FREQ = 20.0
 HIGH_FREQ = SAMPLE_RATE / 2  # high_freq=0 means Nyquist
 WAVEFORM_SCALE = 32768.0  # [-1, 1] float → int16 scale expected by Kaldi
 
-# --- LFR and the encoder input (spec §2.4). ---
+# --- LFR and the encoder input. ---
 LFR_M = 7
 LFR_N = 6
 FEATURE_DIM = NUM_MEL_BINS * LFR_M  # 560
@@ -75,7 +75,7 @@ Waveform = Union[np.ndarray, torch.Tensor]
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Length arithmetic (spec §2.6)
+# Length arithmetic
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -97,7 +97,7 @@ def audio_tokens(num_lfr_frames: int, downsample: int = 2) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Fbank (spec §2.3)
+# Fbank
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -154,7 +154,7 @@ def _fbank_block(frames: torch.Tensor) -> torch.Tensor:
 
 
 def kaldi_fbank(waveform: Waveform) -> torch.Tensor:
-    """Kaldi log-mel fbank of a mono 16 kHz waveform in [-1, 1] → ``(T, 80)`` float32 (spec §2.3).
+    """Kaldi log-mel fbank of a mono 16 kHz waveform in [-1, 1] → ``(T, 80)`` float32.
 
     ``T = 1 + (N - 400) // 160``. Raises :class:`~mooer.errors.AudioError` when the waveform is shorter
     than one 25 ms window (the original crashes there). The result is on the waveform's device.
@@ -175,7 +175,7 @@ def kaldi_fbank(waveform: Waveform) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# LFR (spec §2.4)
+# LFR
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -195,7 +195,7 @@ def apply_lfr(fbank: torch.Tensor, m: int = LFR_M, n: int = LFR_N) -> torch.Tens
 
 
 # ---------------------------------------------------------------------------------------------------------
-# CMVN (spec §2.5)
+# CMVN
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -237,7 +237,7 @@ class Cmvn:
 
     @classmethod
     def from_file(cls, path: Union[str, os.PathLike]) -> "Cmvn":
-        """Parse an ``am.mvn`` file (Kaldi nnet1 text, ``<AddShift>`` then ``<Rescale>``; spec §2.5).
+        """Parse an ``am.mvn`` file (Kaldi nnet1 text, ``<AddShift>`` then ``<Rescale>``).
 
         Raises :class:`~mooer.errors.CheckpointError` naming the file when it cannot be read, a vector
         is missing or not numeric, or the two vectors differ in length.

@@ -1,7 +1,7 @@
 """Prompts, sequence construction and batch collation — shared by training and inference.
 
-One source of truth (spec §6–7): the audio embeddings come *before* the Qwen chat template, every task
-prompt ends with one trailing space, and a batch is laid out as
+One source of truth (the official layout, docs/design.md §4): the audio embeddings come *before* the Qwen
+chat template, every task prompt ends with one trailing space, and a batch is laid out as
 
     row i = [pad] * (PLmax - PL_i) ++ [-1] * L_i ++ prompt_ids_i ++ answer_ids_i ++ [pad] * (ALmax - AL_i)
 
@@ -21,7 +21,7 @@ TEMPLATE = (
     "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 )
 
-#: The official task prompts (spec §7.2), trailing space included.
+#: The official task prompts, trailing space included (it is part of what the released models saw).
 OFFICIAL_PROMPTS: dict[str, str] = {
     "asr": "Transcribe speech to text. ",
     "ast": "Translate speech to english text. ",
@@ -66,13 +66,14 @@ class PromptBuilder:
         return self._cache[task]
 
     def answer_ids(self, answer: str) -> list[int]:
-        """Target ids: the answer encoded on its own (never jointly with the prompt, spec 15.19) + eos."""
+        """Target ids: the answer encoded on its own (never jointly with the prompt: a BPE merge across the
+        boundary would shift the labels) + eos."""
         return list(self.tokenizer.encode(answer, add_special_tokens=False)) + [self.eos_id]
 
 
 @dataclass
 class TokenBatch:
-    """The token side of a batch (spec §6.3)."""
+    """The token side of a batch (the layout above)."""
 
     input_ids: torch.Tensor  # (B, S) int64, -1 at audio positions, pad at pads
     attention_mask: torch.Tensor  # (B, S) bool

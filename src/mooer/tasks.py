@@ -1,7 +1,7 @@
 """The tasks a MooER model performs and the multitask output convention (torch-free).
 
 ``asr`` writes the transcript, ``ast`` the English translation, ``asr_ast`` both, as
-``transcript + "\\n" + translation`` (the released multitask model's format, spec §7.3).
+``transcript + "\\n" + translation`` (the released multitask model's format).
 """
 
 from __future__ import annotations

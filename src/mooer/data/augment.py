@@ -1,4 +1,4 @@
-"""Data augmentation for training (all off by default; the original trains without any, spec §10.5).
+"""Data augmentation for training (all off by default: the original trains without any).
 
 - **Speed perturbation** on the waveform: a factor ``f`` drawn from ``speed_perturb`` (e.g. ``[0.9, 1.0,
   1.1]``) plays the audio ``f`` times faster — resampled with soxr from ``f · 16 kHz`` to 16 kHz, so the

@@ -5,7 +5,7 @@ downmixed), optionally augmented, featurised (fbank → LFR → CMVN, :mod:`mooe
 (prompt and answer from :class:`mooer.prompting.PromptBuilder`, the same code inference uses). Which task an
 utterance trains is decided by :class:`TaskMix`. :func:`collate` lays a batch out with
 :func:`mooer.prompting.collate_tokens` and :func:`mooer.prompting.pad_features` (one batching code path for
-training and inference, 15.44).
+training and inference; the original had two, which could drift apart).
 
 Typical use (featurisation runs in the DataLoader workers)::
 
@@ -60,7 +60,8 @@ class TaskMix:
       run draws the same tasks. Use one TaskMix per corpus to weight corpora differently.
 
     Targets: ``asr`` → text, ``ast`` → translation, ``asr_ast`` → ``text + separator + translation``
-    (default separator "\\n", as the released multitask model expects; never the EOS token, 15.17).
+    (default separator "\\n", as the released multitask model expects; never the EOS token, which would
+    teach the model to stop after the transcript).
     """
 
     weights: Mapping[str, float] = field(default_factory=lambda: {"asr": 1.0})
@@ -125,7 +126,7 @@ class Sample:
 
 @dataclass
 class TrainBatch:
-    """A collated batch (spec §6.3).
+    """A collated batch (the official layout, docs/design.md §4).
 
     ``tokens.input_ids`` has ``-1`` on audio positions; ``tokens.labels`` is ``IGNORE_INDEX`` everywhere but
     on the answer tokens and the final eos. ``lengths`` are the true T6 feature lengths (int32).
@@ -218,10 +219,11 @@ class SpeechDataset(Dataset):
     """Map-style dataset over manifest utterances (picklable: safe to use with DataLoader workers).
 
     ``__getitem__`` returns a :class:`Sample`, or ``None`` for a bad item — unreadable audio (including a
-    missing file, shard or member), audio too short for one LLM audio token (15.28), an answer longer than
-    ``max_answer_tokens`` (eos included), a forced task without translation. The reason is counted in
-    :attr:`skipped` *of the process that loaded it* (each DataLoader worker has its own copy; the batch
-    reports how many it dropped in ``TrainBatch.num_skipped``) and logged. Other exceptions propagate.
+    missing file, shard or member), audio too short for one LLM audio token (the model would see only
+    text), an answer longer than ``max_answer_tokens`` (eos included), a forced task without translation.
+    The reason is counted in :attr:`skipped` *of the process that loaded it* (each DataLoader worker has its
+    own copy; the batch reports how many it dropped in ``TrainBatch.num_skipped``) and logged. Other
+    exceptions propagate.
 
     ``augment``: an :class:`~mooer.data.augment.AugmentConfig` (wrapped with this dataset's ``seed``; ignored
     when nothing is enabled) or a ready :class:`~mooer.data.augment.Augmenter`.

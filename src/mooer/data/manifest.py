@@ -64,7 +64,8 @@ class Utterance:
         """The utterance's waveform: mono float32 at ``sample_rate``, the ``[start, end)`` segment if set.
 
         Always downmixed and resampled, whatever the file's rate and channels (the original took channel 0
-        at an assumed 16 kHz, 15.1). Tar members are read with :func:`mooer.data.shards.read_member`.
+        at an assumed 16 kHz, mis-featurising any other rate). Tar members are read with
+        :func:`mooer.data.shards.read_member`.
         Raises :class:`~mooer.errors.AudioError` naming ``audio`` (unreadable, undecodable or too short
         audio, whatever the decoder raised) or ``OSError`` (a missing shard or member).
         """

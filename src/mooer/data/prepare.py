@@ -1,15 +1,15 @@
 """Importers: existing corpora → native manifests (and manifests → tar shards).
 
 - :func:`prepare_kaldi` — a Kaldi data directory (``wav.scp``, ``text``, optional ``segments``).
-- :func:`prepare_shards` — the official shard lists (``data.list`` of tar paths, spec §10.3): a manifest
+- :func:`prepare_shards` — the official shard lists (``data.list`` of tar paths): a manifest
   pointing into the tars, nothing copied.
 - :func:`pack` — a manifest → tar shards + ``data.list`` + a manifest pointing into them (:class:`ShardWriter`).
 
 Durations are measured once, here, from the audio headers. Bad entries are skipped and counted, never fatal.
 Transcripts go through :func:`target_text` (``▁`` → space, as the original's ``gen_llm_inputs`` does for
-its normalised labels, spec §7.4). An optional translation table (``uttid translation`` per line, the
+its normalised labels, docs/design.md §4). An optional translation table (``uttid translation`` per line, the
 original's ``replace_text_path`` format) fills the ``translation`` field; utterances without an entry in it
-are kept (ASR only) rather than dropped (15.16).
+are kept (ASR only) rather than dropped, as the original did, losing their transcripts.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ logger = logging.getLogger("mooer.data")
 
 PathLike = Union[str, os.PathLike]
 
-#: the word separator of the original's normalised labels (spec §7.4)
+#: the word separator of the original's normalised labels (between English words; spaces were deleted)
 WORD_SEPARATOR = "\u2581"
 
 

@@ -10,7 +10,8 @@ contract (:class:`EpochBatchSampler`):
   rank), then dealt round-robin: rank ``r`` gets global batches ``r, r + W, r + 2W, …``. When the number of
   batches is not a multiple of ``world_size``, ``drop_last=True`` drops the trailing ones; otherwise the
   list is padded by repeating its first batches (those utterances are then seen twice that epoch). Every
-  rank therefore runs the same number of steps, so collectives never wait on a rank that ran out (15.9).
+  rank therefore runs the same number of steps, so collectives never wait on a rank that ran out (which
+  deadlocked the original).
 - **Exact resume.** :meth:`~EpochBatchSampler.state_dict` records ``(epoch, batches already consumed)``;
   after :meth:`~EpochBatchSampler.load_state_dict`, iteration continues with exactly the batches an
   uninterrupted run would have produced.

@@ -1,15 +1,16 @@
-"""Tar shards in the official format (spec §10.3): for each utterance, ``{key}.txt`` then ``{key}.{ext}``.
+"""Tar shards in the official format: for each utterance, ``{key}.txt`` then ``{key}.{ext}``.
 
 - :func:`read_member` — random access to ``shard.tar#member`` for the map-style dataset, with a per-process
   cache of open tar files and their member index (safe across DataLoader worker forks).
 - :func:`index_shard` — the utterances of one tar (valid groups only: a text and an audio member).
 - :func:`iter_shard_list` — a streaming reader of a shard list (``data.list``: one tar path per line) that
   splits the work by *utterance count*, so every rank and worker gets the same number of utterances (the
-  original splits at tar granularity, so ranks starve or stall, 15.9).
+  original splits at tar granularity, so ranks starve or stall).
 
 The writer is :class:`mooer.data.shard_writer.ShardWriter` (it needs manifests, which read shards).
 
-Only local, uncompressed tar files are read; nothing goes through a shell or ``curl`` (15.41).
+Only local, uncompressed tar files are read; nothing goes through a shell or ``curl`` (the original ran an
+unquoted URL through one).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def index_shard(tar_path: Union[str, os.PathLike]) -> tuple[list[ShardEntry], in
 
     A group (consecutive members sharing a key) is valid when it has a ``txt`` member and an audio member
     (:data:`AUDIO_EXTENSIONS`). Every invalid group is counted and left out, the last one included (the
-    original yields the last group unchecked, 15.42). Only headers are read.
+    original yields the last group unchecked, and a bad one ended its epoch). Only headers are read.
     """
     opened = _get(os.fspath(tar_path))
     entries: list[ShardEntry] = []
@@ -187,7 +188,7 @@ def read_shard_list(list_file: Union[str, os.PathLike]) -> list[str]:
 
     A relative path is taken as given when it exists from the current directory (the original's
     convention), else relative to the list file's directory. Remote URLs are refused with
-    :class:`ShardError`: nothing is fetched through a shell (15.41).
+    :class:`ShardError`: nothing is fetched through a shell (the original's ``curl`` took the URL unquoted).
     """
     list_file = Path(list_file)
     base = list_file.resolve().parent

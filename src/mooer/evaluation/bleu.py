@@ -1,7 +1,7 @@
 """Corpus BLEU and chrF for speech translation, via sacreBLEU.
 
-The original repository has no BLEU scorer and the README does not name one (spec 12.3). We follow the
-spec's recommendation: sacreBLEU corpus BLEU with its defaults (13a tokenisation, case-sensitive, one
+The original repository has no BLEU scorer and the README does not name one, so we use the most common
+comparable choice: sacreBLEU corpus BLEU with its defaults (13a tokenisation, case-sensitive, one
 reference per utterance, exponential smoothing) on detokenised output, always reported together with the
 sacreBLEU signature so numbers can be compared. chrF (sacreBLEU defaults, chrF2) is reported alongside,
 plus a sentence-level chrF per utterance for finding bad translations.

@@ -16,7 +16,7 @@ anything else is a key-text file):
   English translation, ...}``; the reference field depends on the task (:data:`REFERENCE_FIELDS`).
 
 Tasks: ``asr`` scores transcripts, ``ast`` translations. A hypothesis text of the multitask model is
-``ASR_TEXT\\nAST_TEXT`` (spec 7.3). When a hypothesis has no dedicated ``asr``/``ast`` field and its text
+``ASR_TEXT\\nAST_TEXT`` (docs/design.md §4). When a hypothesis has no dedicated ``asr``/``ast`` field and its text
 contains a newline, it is split at the first newline and the part for the task is used, stripped (the
 rule of ``mooer.prompting.split_multitask``, which fills the ``asr``/``ast`` fields of the jsonl); a text
 without a newline is used whole for either task (single-task model output).

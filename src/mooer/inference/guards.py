@@ -1,6 +1,6 @@
 """Repetition and hallucination guards for decoded output.
 
-LLM-based ASR fails in recognisable ways (landscape §3): loops ("好的好的好的…", "okay okay
+LLM-based ASR fails in recognisable ways: loops ("好的好的好的…", "okay okay
 okay…") that run until the token limit, and text out of proportion to the audio (hallucination on
 silence or noise, refusals). This module *detects* those failures and offers the pieces of a retry
 policy; the transcribe loop decides what to do with them:

@@ -1,4 +1,4 @@
-"""The linear adapter (spec §4): stack k encoder frames, Linear → ReLU → Linear."""
+"""The linear adapter (docs/design.md §2): stack k encoder frames, Linear → ReLU → Linear."""
 
 from __future__ import annotations
 

@@ -29,7 +29,8 @@ class MooERNetwork(nn.Module):
         self.guided_attention: tuple[int, int] | None = None  # training-only (layer, head), see attach_…
         self.shared_prefill = True  # beam search: one prefill per utterance, not per beam (exact, see generate)
         self.static_cache = False  # a static KV cache for generate (compile_model, CUDA), no shared prefill
-        # Nothing may leak from the LLM directory's generation_config.json (spec 15.24).
+        # Nothing may leak from the LLM directory's generation_config.json (stock Qwen's top_k=20, sampling
+        # settings): every generation parameter comes from DecodingOptions.
         self.llm.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None)
 
     @property
@@ -45,7 +46,7 @@ class MooERNetwork(nn.Module):
         return self.adapter(self.encoder(features.to(self.dtype), lengths))
 
     def embed(self, tokens: TokenBatch, audio: torch.Tensor) -> torch.Tensor:
-        """Token embeddings with the audio embeddings written over each row's audio span (spec §6.4)."""
+        """Token embeddings with the audio embeddings written over each row's audio span (the official splice)."""
         embed_tokens = self.llm.get_input_embeddings()
         text = embed_tokens(tokens.input_ids.clamp_min(0))
         modality = tokens.modality_mask
@@ -72,7 +73,8 @@ class MooERNetwork(nn.Module):
         """
         encoded = self.encoder(features.to(self.dtype), lengths)
         embeds = self.embed(tokens, self.adapter(encoded))
-        position_ids = (tokens.attention_mask.long().cumsum(dim=1) - 1).clamp_min(0)  # fixes spec 15.20
+        # from the mask, as generation does: left padding must not shift a row's positions
+        position_ids = (tokens.attention_mask.long().cumsum(dim=1) - 1).clamp_min(0)
         guided = self.guided_attention is not None and self.ctc_head is not None and ctc_targets is not None
         out = self.llm(
             inputs_embeds=embeds,

@@ -1,4 +1,4 @@
-"""The Paraformer SANM encoder (spec §3), with FunASR's state-dict key names.
+"""The Paraformer SANM encoder (docs/design.md §2), with FunASR's state-dict key names.
 
 Pre-LN blocks; layer 0 (``encoders0.0``) maps the 560-dim LFR input to d_model and has no attention
 residual; every attention is multi-head self-attention plus an FSMN memory (a depthwise 1-D conv over the
@@ -36,7 +36,8 @@ class SANMEncoderConfig:
 
 
 def sinusoidal_position_encoding(length: int, dim: int, dtype=torch.float32, device=None) -> torch.Tensor:
-    """(length, dim) encoding for positions 1..length, layout [sin(dim/2) | cos(dim/2)] (spec §3.2)."""
+    """(length, dim) encoding for positions 1..length, layout [sin(dim/2) | cos(dim/2)], as FunASR's
+    ``SinusoidalPositionEncoder``."""
     positions = torch.arange(1, length + 1, dtype=dtype, device=device)
     half = dim // 2
     increment = math.log(10000.0) / (half - 1)
@@ -120,7 +121,8 @@ class SANMEncoder(nn.Module):
         self.encoders = nn.ModuleList([SANMEncoderLayer(config.d_model, config) for _ in range(config.num_blocks - 1)])
         self.after_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.input_dropout = nn.Dropout(0.0)
-        self.gradient_checkpointing = False  # checkpointing never changes key names (spec 15.3)
+        # unlike the original's, checkpointing never changes key names (which left its non-strict loads empty)
+        self.gradient_checkpointing = False
 
     def set_dropout(self, p: float) -> None:
         """Set every dropout of the encoder to ``p`` (a training setting: not saved with the weights)."""

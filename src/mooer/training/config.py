@@ -31,7 +31,7 @@ import yaml
 
 from mooer.errors import ConfigError
 
-#: All seven linear projections of a Qwen2 layer (the official LoRA targets, spec §5.4).
+#: All seven linear projections of a Qwen2 layer (the official LoRA targets).
 QWEN2_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "gate_proj", "down_proj"]
 
 
@@ -43,8 +43,9 @@ def _path(default=None, keywords: tuple[str, ...] = ()):
 
 @dataclass
 class LoraConfig:
-    """LoRA on the LLM. ``init_from`` continues an existing PEFT LoRA directory *as LoRA* (spec 15.5 fixed):
-    r/alpha/targets then come from its ``adapter_config.json`` and the fields below are ignored."""
+    """LoRA on the LLM. ``init_from`` continues an existing PEFT LoRA directory *as LoRA* (the original
+    merged it and trained nothing): r/alpha/targets then come from its ``adapter_config.json`` and the
+    fields below are ignored."""
 
     enabled: bool = True
     r: int = 64
@@ -74,7 +75,8 @@ class ModelConfig:
     encoder_path: Optional[str] = _path()
     #: SANMEncoderConfig fields for an encoder built from scratch (ignored when one is loaded)
     encoder: dict = field(default_factory=dict)
-    #: dropout in the encoder while it trains (FunASR's Paraformer uses 0.1; 0 = none, as before)
+    #: dropout in the encoder while it trains (FunASR's Paraformer uses 0.1; 0 = none, like the original,
+    #: whose encoder always ran in eval mode)
     encoder_dropout: float = 0.0
     #: pretrained adapter: an official ``adapter_project.pt`` (keys ``encoder_projector.*``)
     adapter_path: Optional[str] = _path()
@@ -195,7 +197,7 @@ class EngineConfig:
 
 @dataclass
 class ValidationConfig:
-    """Dev-set evaluation during training (the original had none, spec 15.14)."""
+    """Dev-set evaluation during training (the original had none)."""
 
     #: every N optimizer steps (0 = never; the end of training always validates when a dev set is set)
     every: int = 0

@@ -9,7 +9,7 @@ All engines share one interface used by the trainer:
   scheduler, zero the gradients; returns the gradient norm (or None);
 - ``engine.save_checkpoint(dir)`` / ``engine.load_checkpoint(dir)``: weights, optimizer and scheduler for
   exact resume (called by :mod:`~mooer.training.resume`); ``engine.gathered()`` makes every parameter whole
-  for an export (ZeRO-3 partitions, spec 15.11);
+  for an export (under ZeRO-3 each rank holds only a partition; the original exported the empty ones);
 - :class:`BadBatchStandIn` replaces a batch with no usable utterance, so that every rank still runs the
   forward and backward (and their collectives).
 

@@ -1,6 +1,6 @@
 """Exporting a trained model: the official release layout and mooer's own inference format.
 
-Official layout (what the original wrote by hand after training, spec §1.2, §11.5)::
+Official layout (what the original wrote by hand after training; docs/design.md §6)::
 
     OUT/official/paraformer_encoder/paraformer-encoder.pth   encoder state dict, no prefix, fp32
     OUT/official/paraformer_encoder/am.mvn                   Kaldi nnet1 text (the CMVN in use)
@@ -15,8 +15,8 @@ with :func:`mooer.checkpoint.save_native` — so ``mooer transcribe --model OUT/
 loader would run from the official files. A CTC head trained with ``model.ctc_weight > 0`` has no place in
 the official layout; the mooer format keeps it (``ctc_head.*``), for joint CTC/attention decoding.
 
-Under ZeRO-3 every parameter is gathered first (the original saved empty partitions, 15.11); the files are
-written by rank 0 only (15.10).
+Under ZeRO-3 every parameter is gathered first (the original saved empty partitions); the files are
+written by rank 0 only (the original wrote them from every rank at once).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Three starting points, combinable part by part:
   and an LLM from an inline Hugging Face config (``llm_config``) with the tokenizer of ``tokenizer_path``.
 
 Then the LoRA: new (``lora.r/alpha/dropout/target_modules``), continued *as LoRA* from a PEFT directory
-(``lora.init_from``; the original merged it and trained nothing, spec 15.5), or none (full LLM training
+(``lora.init_from``; the original merged it and trained nothing), or none (full LLM training
 when ``freeze_llm`` is false). Continuing the LoRA of an official release uses its *unmerged* LLM.
 
 Trainable parameters are kept in float32; frozen ones in ``dtype`` (bf16 on CUDA saves memory).
@@ -282,7 +282,8 @@ def build_model(cfg: ModelConfig, device: torch.device, frozen_dtype: torch.dtyp
 
 
 def set_train_mode(built: BuiltModel, training: bool = True) -> None:
-    """Train mode for the parts that train; frozen parts stay in eval (no dropout, spec 15.39)."""
+    """Train mode for the parts that train; frozen parts stay in eval (no dropout). Explicit, where the
+    original forced the encoder to eval in every forward, whether it trained or not."""
     model = built.model
     model.train(training)
     if training:

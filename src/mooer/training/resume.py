@@ -14,7 +14,7 @@ leaves either the complete checkpoint or none. Only the last ``keep_last`` are k
 
 What is restored on resume: trainable weights, optimizer and scheduler state, the sampler position inside
 the epoch, the dataset epoch, the step counters and every RNG — so the resumed run logs the same losses as
-an uninterrupted one (the original restarted the LR warm-up and the data, spec 15.12).
+an uninterrupted one (the original restarted the LR warm-up and the data).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 next step is ``peak · factor(it)``.
 
 - :func:`official_factor` — DeepSpeed ``WarmupDecayLR`` with ``warmup_type=log`` as used by MooER
-  (spec §11.4): ``ln(it+1)/ln(warmup)`` for ``it < warmup`` (so the first step runs at lr 0, as in the
+  (docs/design.md §6): ``ln(it+1)/ln(warmup)`` for ``it < warmup`` (so the first step runs at lr 0, as in the
   original), then a linear decay to 0 at ``total``.
 - :func:`cosine_factor` — linear warm-up from 0, then a half cosine down to ``min_ratio · peak``.
 - constant — 1.

@@ -4,15 +4,17 @@ A :class:`Trainer` runs a whole job from a :class:`~mooer.training.config.Config
 ``torchrun`` (DDP) or with DeepSpeed, in named phases (``setup``, ``train_step``, ``on_optimizer_step``,
 ``validate``, ``save``, ``finish``); :func:`train` is its entry point. Validation lives in
 :mod:`mooer.training.validation`, the training state for resume in :mod:`mooer.training.resume`. What it fixes
-relative to the original (spec §11, §15):
+relative to the original (docs/design.md §7):
 
-- real epochs over the manifest (15.7); no broad ``except`` around the loop (15.9);
+- real epochs over the manifest (the original applied the epoch count twice); no broad ``except`` around
+  the loop (the original ended an epoch silently on any error);
 - equal batch counts on every rank (the sampler's contract) so collectives never deadlock;
-- the loss is the model's token-mean cross-entropy over the answer tokens (spec §6.5);
-- exact resume of weights, optimizer, scheduler, data position and RNGs (15.12);
-- validation during training (15.14): dev loss, token accuracy, and CER/WER/BLEU of greedy decodes made
-  through the inference code itself;
-- export on rank 0 only, from gathered parameters (15.10, 15.11).
+- the loss is the model's token-mean cross-entropy over the answer tokens, as in the original;
+- exact resume of weights, optimizer, scheduler, data position and RNGs (the original restored none);
+- validation during training (the original had none): dev loss, token accuracy, and CER/WER/BLEU of greedy
+  decodes made through the inference code itself;
+- export on rank 0 only, from gathered parameters (the original exported from every rank, and under ZeRO-3
+  empty partitions).
 
 Outputs in ``train.exp_dir``: ``train.log``, ``metrics.jsonl`` (one line per optimizer step and per
 validation), ``tb/`` (TensorBoard), ``checkpoints/``, ``config.yaml``, ``am.mvn`` (the CMVN in use),
