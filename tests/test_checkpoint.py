@@ -145,6 +145,11 @@ def test_llm_directory_given_separately(tmp_path):
 def test_own_format_round_trip_is_lossless(tiny_model, tmp_path, ref_json):
     out = tiny_model.save_pretrained(tmp_path / "native")
     assert json.loads((out / "config.json").read_text())["mooer_format"] == 1
+    # written so that the floor transformers (4.56) reads it as 5.x does (scripts/test_floor.sh runs this)
+    llm_config = json.loads((out / "llm" / "config.json").read_text())
+    assert llm_config.get("rope_theta") == 1e6
+    assert not isinstance(json.loads((out / "llm" / "tokenizer_config.json").read_text())
+                          .get("extra_special_tokens"), list)
     again = MooER.from_pretrained(out, device="cpu")
     a, b = tiny_model.network.state_dict(), again.network.state_dict()
     assert a.keys() == b.keys()

@@ -36,6 +36,7 @@ from mooer.errors import CheckpointError
 from mooer.features import FEATURE_DIM, Cmvn
 from mooer.funasr_config import CONFIG_FILE, encoder_config_from_yaml
 from mooer.models.adapter import AdapterConfig, LinearAdapter
+from mooer.models.hf_compat import make_portable
 from mooer.models.mooer import MooERNetwork
 from mooer.models.sanm import SANMEncoder, SANMEncoderConfig
 from mooer.prompting import DEFAULT_PROMPTS, OFFICIAL_MTL_PROMPTS, OFFICIAL_PROMPTS
@@ -434,6 +435,7 @@ def save_native(loaded: Loaded, out_dir: str | Path, source: dict | None = None)
     os.replace(tmp, out / "model.safetensors")
     model.llm.save_pretrained(out / "llm", safe_serialization=True)
     loaded.tokenizer.save_pretrained(out / "llm")
+    make_portable(out / "llm")  # readable by transformers 4.56 too
     config = {
         "mooer_format": FORMAT_VERSION,
         "encoder": model.encoder.config.to_dict(),

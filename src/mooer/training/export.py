@@ -48,6 +48,7 @@ from mooer.checkpoint import (
 )
 from mooer.features import Cmvn
 from mooer.funasr_config import CONFIG_FILE, encoder_config_to_yaml
+from mooer.models.hf_compat import make_portable
 from mooer.training.config import Config
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -152,6 +153,7 @@ def write_official(parts: dict, built, cmvn: Cmvn, out: Path, variant: str) -> P
     llm_dir = out / LLM_DIR
     parts["llm_module"].save_pretrained(llm_dir, state_dict=parts["llm_state"], safe_serialization=True)
     built.tokenizer.save_pretrained(llm_dir)
+    make_portable(llm_dir)  # readable by transformers 4.56 too
     return out
 
 
