@@ -31,3 +31,11 @@ def test_reading_audio_loads_them(tmp_path):
     path = tmp_path / "tone.wav"
     sf.write(path, (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 8000)
     assert set(loaded_after(f"import mooer\nmooer.load_audio({str(path)!r})")) >= {"soundfile", "soxr"}
+
+
+def test_import_mooer_is_light():
+    """The package itself imports neither torch nor numpy: `mooer --help`-style uses start at once."""
+    probe = "import sys, mooer\nprint(' '.join(m for m in ('torch', 'numpy', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []
+    assert callable(__import__("mooer").load_audio)  # still there, imported on first use

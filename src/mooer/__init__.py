@@ -7,16 +7,19 @@
 
 __version__ = "0.1.0"
 
-from mooer.audio import load_audio  # noqa: E402
 from mooer.decoding import PRESETS, DecodingOptions, Result  # noqa: E402
 from mooer.errors import AudioError, CheckpointError, MooerError  # noqa: E402
 
 
-def __getattr__(name):  # the model stack (torch + transformers) is imported lazily
+def __getattr__(name):  # torch, transformers and the audio decoders are imported when first used
     if name == "MooER":
         from mooer.api import MooER
 
         return MooER
+    if name == "load_audio":
+        from mooer.audio import load_audio
+
+        return load_audio
     raise AttributeError(name)
 
 
