@@ -196,7 +196,8 @@ def run_ray(items: Sequence[Item], out: str | os.PathLike, specs: Sequence[Teach
     process, unless one is already initialised (it is then used and left running). ``actors`` model actors
     (each ``actor_gpus`` GPUs, ``actor_cpus`` CPUs, ``threads`` torch threads, default ``actor_cpus``); each
     reading/featurising task takes ``reader_cpus``. The output directory must be reachable from every node
-    (a shared file system). Tasks are retried and actors restarted without limit when their worker dies.
+    (a shared file system). Tasks are retried and actors restarted without limit when their worker dies
+    (Ray Data's defaults).
     """
     try:
         import ray
@@ -216,13 +217,14 @@ def run_ray(items: Sequence[Item], out: str | os.PathLike, specs: Sequence[Teach
     try:
         rows = [{"block": b, "items": json.dumps([i.to_json() for i in blocks[b]])} for b in todo]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))  # one read task per block
-        ds = ds.map(_featurise_block, num_cpus=reader_cpus, max_retries=-1)
+        # Ray Data's defaults retry a task without limit and restart a lost actor without limit, re-sending
+        # its blocks (tests/test_labelling_ray.py kills a worker node mid-job)
+        ds = ds.map(_featurise_block, num_cpus=reader_cpus)
         ds = ds.map_batches(
             _RayLabeller, batch_size=1, concurrency=actors, num_cpus=actor_cpus, num_gpus=actor_gpus,
             fn_constructor_kwargs={"out": str(out), "specs": [asdict(s) for s in specs],
                                    "device": "cuda" if actor_gpus > 0 else "cpu", "batch_size": batch_size,
-                                   "threads": threads or max(1, int(actor_cpus))},
-            max_restarts=-1, max_task_retries=-1)
+                                   "threads": threads or max(1, int(actor_cpus))})
         for n, row in enumerate(ds.iter_rows()):
             done = json.loads(row["done"])
             summary.utterances += done["utterances"]
