@@ -55,6 +55,10 @@ def test_teacher_spec_parsing():
     for bad in ("model=/m,colour=red", "task=sing", "beams=many"):
         with pytest.raises(ConfigError):
             TeacherSpec.parse(bad)
+    with pytest.raises(ConfigError, match="transcript"):  # checked before any model loads
+        plan([Item("a", "/a.wav")], "/nonexistent/never", [TeacherSpec.parse("task=ast")], block_size=1)
+    with pytest.raises(ConfigError, match="differ"):
+        plan([Item("a", "/a.wav")], "/nonexistent/never", [TeacherSpec("x"), TeacherSpec("x")], block_size=1)
 
 
 def test_read_inputs_from_every_kind_of_source(tmp_path):

@@ -38,7 +38,7 @@ from typing import Iterator, Optional, Sequence, TextIO
 
 from mooer.errors import ConfigError
 from mooer.labelling.inputs import Item
-from mooer.labelling.label import Labeller, TeacherSpec, featurise
+from mooer.labelling.label import Labeller, TeacherSpec, check_specs, featurise
 
 __all__ = ["JobSummary", "plan", "shard_path", "read_labels", "run_local", "run_ray"]
 
@@ -76,6 +76,7 @@ def plan(items: Sequence[Item], out: str | os.PathLike, specs: Sequence[TeacherS
     """All blocks and the indices of those still to label; writes or checks ``OUT/job.json``."""
     if block_size < 1:
         raise ConfigError("block size must be >= 1")
+    check_specs(specs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256("\n".join(json.dumps(i.to_json(), sort_keys=True) for i in items).encode()).hexdigest()

@@ -34,7 +34,7 @@ from mooer.errors import ConfigError, MooerError
 from mooer.labelling.evidence import disagreement, logprob_stats, speech_rate, text_lang
 from mooer.labelling.inputs import Item
 
-__all__ = ["TeacherSpec", "Teacher", "Labeller", "featurise"]
+__all__ = ["TeacherSpec", "Teacher", "Labeller", "check_specs", "featurise"]
 
 TRANSCRIBING = ("asr", "asr_ast")
 TRANSLATING = ("ast", "asr_ast")
@@ -180,6 +180,17 @@ class Teacher:
         return [out[i] for i in range(len(rows))]
 
 
+def check_specs(specs: Sequence[TeacherSpec]) -> None:
+    """What can be checked before any model is loaded (a Ray job checks it before starting workers)."""
+    if not specs:
+        raise ConfigError("no teacher given")
+    if len({s.name for s in specs}) != len(specs):
+        raise ConfigError(f"teacher names must differ: {[s.name for s in specs]}")
+    if all(s.task is not None for s in specs) and not any(s.task in TRANSCRIBING for s in specs):
+        raise ConfigError("at least one teacher must write a transcript (task asr or asr_ast): a training "
+                          "manifest needs a text")
+
+
 class Labeller:
     """Every teacher, loaded once; :meth:`label` turns featurised rows into records (module docstring)."""
 
@@ -189,12 +200,9 @@ class Labeller:
             import torch
 
             torch.set_num_threads(threads)
-        if not specs:
-            raise ConfigError("no teacher given")
-        if len({s.name for s in specs}) != len(specs):
-            raise ConfigError(f"teacher names must differ: {[s.name for s in specs]}")
+        check_specs(specs)
         self.teachers = [Teacher(s, device, batch_size) for s in specs]
-        if not any(t.task in TRANSCRIBING for t in self.teachers):
+        if not any(t.task in TRANSCRIBING for t in self.teachers):  # default tasks known only now
             raise ConfigError("at least one teacher must write a transcript (task asr or asr_ast): a training "
                               "manifest needs a text")
 
