@@ -149,7 +149,7 @@ def test_local_job_resumes_and_writes_every_key_once(pool, tmp_path):
     assert keys == [i.key for i in items]
     before = {b: shard_path(out, b).read_text() for b in range(3)}
     shard_path(out, 1).unlink()  # a stopped job: block 1 never written
-    again = run_local(items, out, specs, block_size=2, device="cpu", log=None)
+    again = run_local(items, out, specs, block_size=2, device="cpu", readers=1, log=None)
     assert (again.blocks_done_before, again.utterances) == (2, 2)
     assert {b: shard_path(out, b).read_text() for b in range(3)} == before  # deterministic, nothing duplicated
     assert [r["key"] for r in read_labels(out)] == keys

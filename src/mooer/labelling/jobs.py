@@ -143,15 +143,17 @@ def run_local(items: Sequence[Item], out: str | os.PathLike, specs: Sequence[Tea
     summary = JobSummary(blocks=len(blocks), blocks_done_before=len(blocks) - len(todo))
     if todo:
         labeller = Labeller(specs, device=device, batch_size=batch_size, threads=threads)
-        with ThreadPoolExecutor(max_workers=max(1, readers)) as pool:
-            def read(b: int):
-                return list(pool.map(featurise, blocks[b]))
+        # one thread prefetches the next block while this one decodes; it reads the block's files on
+        # ``readers`` threads of a second pool (one pool for both could wait on itself)
+        with ThreadPoolExecutor(max_workers=max(1, readers)) as files, ThreadPoolExecutor(max_workers=1) as ahead:
+            def read(b: int) -> list[dict]:
+                return list(files.map(featurise, blocks[b]))
 
-            reading = pool.submit(read, todo[0]) if todo else None
+            reading = ahead.submit(read, todo[0])
             for n, b in enumerate(todo):
                 rows = reading.result()
                 if n + 1 < len(todo):
-                    reading = pool.submit(read, todo[n + 1])
+                    reading = ahead.submit(read, todo[n + 1])
                 records = labeller.label(rows)
                 write_block(out, b, records)
                 _count(summary, records)
