@@ -82,7 +82,7 @@ def test_read_inputs_from_every_kind_of_source(tmp_path):
     assert rows[0]["duration"] == 1.5 and rows[0]["lfr"].shape[1] == 560
     assert rows[1]["duration"] == pytest.approx(3.081, abs=1e-3)  # read from inside the tar
     with pytest.raises(ConfigError, match="twice"):
-        read_inputs([], str(scp)) and read_inputs([str(scp.parent / "dir"), str(tmp_path / "dir")])
+        read_inputs([str(tmp_path / "dir"), str(tmp_path / "dir")])
     with pytest.raises(ConfigError, match="no input"):
         read_inputs([])
 
