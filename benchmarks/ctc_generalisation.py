@@ -19,6 +19,7 @@ import torch
 from mooer.api import MooER
 from mooer.data.manifest import read_manifest
 from mooer.evaluation.wer import score_wer
+from mooer.inference.ctc_prefix import ctc_best_path
 
 DATA = Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / "data"
 
@@ -28,10 +29,7 @@ def ctc_greedy(model: MooER, utterance) -> str:
     net = model.network
     with torch.no_grad():
         states = net.encoder(features[None].to(net.dtype), torch.tensor([features.shape[0]]))
-        best = net.ctc_log_probs(states)[0].argmax(-1)
-    blank = net.ctc_head.out_features - 1
-    tokens = torch.unique_consecutive(best)
-    return model.text_of(tokens[tokens != blank].tolist())
+        return model.text_of(ctc_best_path(net.ctc_log_probs(states))[0])
 
 
 def main() -> None:

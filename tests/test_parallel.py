@@ -13,7 +13,7 @@ import pytest
 from fixtures_path import AUDIO, CLIPS, OFFICIAL_TINY
 from mooer.decoding import Result
 from mooer.distributed import DistInfo, dist_info, shard
-from mooer.inference.sharded import rank_file, read_records, run_sharded
+from mooer.inference.sharded import claim, claims_dir, rank_file, read_records, run_sharded
 from mooer.output.formats import write_results
 
 # greedy, short outputs: the point is the bookkeeping, not the decoding
@@ -86,12 +86,12 @@ def test_run_sharded_interrupted_then_resumed(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_sharded(model, paths, keys, output, write=_write_jsonl, resume=False, window=3, log=None)
     assert not output.exists()
-    assert len(rank_file(output, 0).read_text().splitlines()) == 3  # flushed per batch
+    assert len(rank_file(output, 0).read_text().splitlines()) == 4  # flushed per batch (two chunks of 2)
     with open(rank_file(output, 0), "a") as f:
         f.write('{"key": "u9", "te')  # a record cut mid-line
     model = FakeModel()
     results = run_sharded(model, paths, keys, output, write=_write_jsonl, resume=True, window=3, log=None)
-    assert model.decoded == ["u3", "u4", "u5", "u6"]
+    assert model.decoded == ["u4", "u5", "u6"]
     assert [r.key for r in results] == keys
     assert [json.loads(line)["key"] for line in output.read_text().splitlines()] == keys
     assert not rank_file(output, 0).exists()
@@ -99,6 +99,49 @@ def test_run_sharded_interrupted_then_resumed(tmp_path):
     before = output.read_text()
     run_sharded(model, paths, keys, output, write=_write_jsonl, resume=True, log=None)
     assert model.decoded == [] and output.read_text() == before
+
+
+def _claim_all(directory, chunks, queue):
+    queue.put([c for c in range(chunks) if claim(Path(directory), c)])
+
+
+def test_claims_are_exclusive_across_processes(tmp_path):
+    """Four processes race for the same 200 chunks: each chunk is won exactly once."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_claim_all, args=(str(tmp_path), 200, queue)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    won = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert sorted(c for w in won for c in w) == list(range(200))
+    assert sum(1 for w in won if w) >= 1
+
+
+def test_restart_on_another_world_size_loses_and_repeats_nothing(tmp_path):
+    """A 3-rank run stopped mid-way (rank files with records, one cut line, one error, stale claims) is
+    finished by one process: exactly the keys without a successful record are decoded, once."""
+    keys = [f"u{i}" for i in range(12)]
+    paths = [f"/a/{k}.wav" for k in keys]
+    output = tmp_path / "hyp.jsonl"
+    line = lambda k: json.dumps({"key": k, "audio": f"/a/{k}.wav", "task": "asr", "text": f"old {k}"}) + "\n"
+    rank_file(output, 0).write_text(line("u0") + line("u1") + line("u2"), encoding="utf-8")
+    rank_file(output, 1).write_text(line("u5") + json.dumps({"key": "u6", "error": "bad"}) + "\n", encoding="utf-8")
+    rank_file(output, 2).write_text(line("u9") + line("u10")[:12], encoding="utf-8")  # cut mid-line
+    claims_dir(output).mkdir()
+    for chunk in range(12):  # the stopped run's claims must not block anything
+        (claims_dir(output) / str(chunk)).write_text("gone 1\n")
+    model = FakeModel()
+    results = run_sharded(model, paths, keys, output, write=_write_jsonl, resume=True, window=2, log=None)
+    assert sorted(model.decoded) == sorted(["u3", "u4", "u6", "u7", "u8", "u10", "u11"])
+    assert len(model.decoded) == len(set(model.decoded))
+    lines = [json.loads(x) for x in output.read_text().splitlines()]
+    assert [r["key"] for r in lines] == keys and [r.key for r in results] == keys
+    assert {r["key"]: r["text"] for r in lines}["u5"] == "old u5"  # taken over, not decoded again
+    assert not list(tmp_path.glob("hyp.jsonl.rank*")) and not claims_dir(output).exists()
 
 
 def test_resume_keeps_escaped_texts_exactly(tmp_path):
@@ -179,13 +222,13 @@ def test_resume_skips_decoded_keys_and_completes_partial_output(scp, single_run,
     rank_file(out, 1).write_text(lines[5] + lines[4][:10], encoding="utf-8")
     assert main(["transcribe", "--scp", str(scp), "--output", str(out), "--resume", *DECODE]) == 1
     err = capsys.readouterr().err
-    assert "3 already decoded, 3 to decode here" in err  # en1 (cut), broken (error) and short are redone
+    assert "3 already decoded, 3 to decode" in err  # en1 (cut), broken (error) and short are redone
     assert out.read_text(encoding="utf-8") == single_run
     assert not list(scp.parent.glob("resumed.jsonl.rank*"))
 
     # a second resumed run finds everything that succeeded and decodes only the broken input again
     assert main(["transcribe", "--scp", str(scp), "--output", str(out), "--resume", *DECODE]) == 1
-    assert "5 already decoded, 1 to decode here" in capsys.readouterr().err
+    assert "5 already decoded, 1 to decode" in capsys.readouterr().err
     assert out.read_text(encoding="utf-8") == single_run
 
 

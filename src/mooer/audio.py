@@ -52,6 +52,8 @@ __all__ = [
     "load_audio_segment",
     "audio_info",
     "iter_audio_chunks",
+    "MEDIA_EXTENSIONS",
+    "find_audio_files",
 ]
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np.ndarray, torch.Tensor]
@@ -693,3 +695,16 @@ def _stream_chunks(decoder: _Decoder, chunk_size: int, sample_rate: int) -> Iter
             total += chunk.shape[0]
             yield chunk
         _check_length(decoder.name, total, sample_rate)
+
+
+MEDIA_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aac", ".wma", ".webm", ".mp4",
+                              ".mkv", ".mov"})
+"""File extensions a directory input is searched for (``mooer transcribe DIR``, ``mooer pseudo-label DIR``)."""
+
+
+def find_audio_files(directory: Union[str, os.PathLike]) -> list[tuple[str, str]]:
+    """``(key, path)`` of every audio/video file below ``directory``, sorted by path; the key is the path
+    relative to ``directory`` without its extension, ``/`` replaced by ``_``."""
+    root = Path(directory)
+    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file())
+    return [(str(p.relative_to(root).with_suffix("")).replace("/", "_"), str(p)) for p in found]

@@ -13,7 +13,7 @@ import os
 import sys
 
 #: subcommand modules, in the order ``mooer --help`` lists them
-COMMANDS = ("transcribe", "convert", "eval", "prepare", "train", "serve", "stream")
+COMMANDS = ("transcribe", "convert", "eval", "prepare", "train", "pseudo_label", "serve", "stream")
 
 
 def build_parser() -> argparse.ArgumentParser:

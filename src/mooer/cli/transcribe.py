@@ -9,8 +9,6 @@ from pathlib import Path
 from mooer.cli.common import add_model_arguments, load_model
 from mooer.output.formats import iter_key_text, write_results
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aac", ".wma", ".webm", ".mp4", ".mkv",
-                    ".mov"}
 
 EXAMPLES = """
 examples:
@@ -93,17 +91,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def gather_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """Return (keys, paths) from positional files/directories and --scp, in the given order."""
+    from mooer.audio import find_audio_files
+
     keys: list[str] = []
     paths: list[str] = []
     for item in args.inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+            found = find_audio_files(path)
             if not found:
                 print(f"mooer: warning: no audio files in directory {path}", file=sys.stderr)
-            for p in found:
-                keys.append(str(p.relative_to(path).with_suffix("")).replace("/", "_"))
-                paths.append(str(p))
+            for key, file in found:
+                keys.append(key)
+                paths.append(file)
         else:
             keys.append(path.stem)
             paths.append(str(path))

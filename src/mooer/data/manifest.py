@@ -131,11 +131,13 @@ def _optional_float(record: dict, key: str) -> Optional[float]:
     return value
 
 
-def _parse(record: Any, base: Path) -> Union[Utterance, str]:
+def _parse(record: Any, base: Path, require_text: bool = True) -> Union[Utterance, str]:
     """A decoded JSON line → an Utterance, or the reason it is unusable."""
     if not isinstance(record, dict):
         return "not a JSON object"
-    for key in ("id", "audio", "text"):
+    if not require_text and not record.get("text"):
+        record = {**record, "text": ""}
+    for key in ("id", "audio", "text") if require_text else ("id", "audio"):
         value = record.get(key)
         if value is None:
             return f"missing {key}"
@@ -183,6 +185,7 @@ def read_manifest(
     max_duration: Optional[float] = None,
     require_translation: bool = False,
     check_files: bool = True,
+    require_text: bool = True,
 ) -> ManifestRead:
     """Read a JSONL manifest, skipping (and counting) unusable lines.
 
@@ -192,6 +195,7 @@ def read_manifest(
     ``require_translation``, or a forced ``ast``/``asr_ast`` task without one), ``unknown task``,
     ``duplicate id``, ``missing file`` (the audio file or tar shard does not exist; tar members are not
     opened here). Blank lines are ignored silently. A file that cannot be opened raises ``OSError``.
+    ``require_text=False`` reads unlabelled manifests (pseudo-labelling input): a missing text is ``""``.
     """
     path = Path(path)
     base = path.resolve().parent
@@ -208,7 +212,7 @@ def read_manifest(
             except json.JSONDecodeError:
                 skipped["invalid JSON"] += 1
                 continue
-            utt = _parse(record, base)
+            utt = _parse(record, base, require_text)
             if isinstance(utt, str):
                 skipped[utt] += 1
                 continue

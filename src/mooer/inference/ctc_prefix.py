@@ -26,6 +26,22 @@ from transformers import LogitsProcessor
 NEG_INF = float("-inf")
 
 
+def ctc_best_path(log_probs: torch.Tensor, lengths: torch.Tensor | None = None) -> list[list[int]]:
+    """Greedy (best-path) CTC decoding: per row, the most likely class of each of its first ``lengths[i]``
+    frames, repeats merged, blanks (the last class, as in ``MooERNetwork.ctc_log_probs``) removed.
+
+    ``log_probs``: (B, T, C); ``lengths``: (B,) valid frames (None = all ``T``).
+    """
+    blank = log_probs.shape[-1] - 1
+    best = log_probs.argmax(-1).cpu()
+    out = []
+    for i in range(best.shape[0]):
+        row = best[i, : None if lengths is None else int(lengths[i])]
+        merged = torch.unique_consecutive(row)
+        out.append(merged[merged != blank].tolist())
+    return out
+
+
 @dataclass
 class _States:
     """CTC state of M hypotheses: forward variables ``r_n``, ``r_b`` (M, T), log prefix score ``psi`` (M,),

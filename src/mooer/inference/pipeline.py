@@ -108,12 +108,16 @@ class Pipeline:
 
     def generate(self, features: Sequence[torch.Tensor], task: str, options: DecodingOptions, *,
                  max_new_tokens: int | None = None, streamer: Any = None,
-                 forced: Sequence[Sequence[int]] | None = None) -> list[Generation]:
+                 forced: Sequence[Sequence[int]] | None = None,
+                 on_encoded: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> list[Generation]:
         """One model call: pad, encode, adapt, splice, add the logits processors, run the engine.
 
         ``forced``: per row, token ids fed after the prompt as if the model had written them (e.g. a
         reference transcript and the asr_ast separator); generation continues from there and returns only
         the new ids. The CTC head cannot score a forced start, so joint decoding is off then.
+        ``on_encoded(states, lengths)``: called with the encoder's output (B, T6, d) and the rows' valid frames,
+        e.g. to read the CTC head's own transcript (:func:`~mooer.inference.ctc_prefix.ctc_best_path`) from the
+        same encoder pass.
         """
         net = self.network
         feats, lengths = pad_features(list(features))
@@ -123,6 +127,8 @@ class Pipeline:
         tokens = collate_tokens(audio_len, prompts, self.prompts.pad_id).to(self.device)
         with torch.inference_mode():
             states = net.encoder(feats.to(self.device, net.dtype), lengths.to(self.device))
+            if on_encoded is not None:
+                on_encoded(states, lengths)
             embeds = net.embed(tokens, net.adapter(states))
             processors = []
             weight = self.ctc_weight(options)

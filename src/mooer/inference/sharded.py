@@ -10,12 +10,22 @@ Every rank:
 1. reads the keys that are already decoded (with ``resume``): successful records of the final output and of
    every ``OUTPUT.rank*`` file left by an interrupted run (a truncated last line is ignored; records with
    an ``error`` are decoded again);
-2. waits for the others (a gloo barrier), so that all ranks agree on what is left;
-3. takes its strided shard of what is left (input ``i`` goes to rank ``i % world_size``) and decodes it in
-   windows of ``window`` inputs (length-sorted batches inside each window), appending one JSON line per
-   result to ``OUTPUT.rank{r}`` and flushing after every result;
+2. waits for the others (a gloo barrier), so that all ranks agree on what is left; what is left is cut into
+   chunks (at most ``window`` inputs, at least four chunks per rank when there is enough work), numbered in
+   input order;
+3. claims chunks one at a time, each by creating ``OUTPUT.claims/CHUNK`` with ``O_CREAT | O_EXCL`` (atomic
+   on a local or NFS file system: exactly one rank succeeds), and decodes the chunks it won (length-sorted
+   batches inside each), appending one JSON line per result to ``OUTPUT.rank{r}`` and flushing after every
+   result. A fast rank simply claims more chunks (no fixed stride: a slow rank or a long tail holds no one up);
 4. waits for the others; rank 0 then writes ``OUTPUT`` in input order, in the requested format, atomically
-   (a temporary file renamed into place), and deletes the rank files.
+   (a temporary file renamed into place), and deletes the rank files and the claims.
+
+Why a restart loses and repeats nothing: every result is on disk (flushed) when its batch ends, and a run
+started with ``resume`` decodes only the keys with no successful record in ``OUTPUT`` or in *any*
+``OUTPUT.rank*`` file, whatever world size wrote them; rank 0 clears the claims of the stopped run before
+the first barrier, so no chunk stays claimed by a rank that is gone. Only the batches in flight when the
+run stopped are decoded again. (Under torchrun a lost rank stops the whole job; ``--max-restarts`` or a
+manual restart with ``--resume`` continues it, on any number of ranks.)
 
 Without torchrun (``WORLD_SIZE`` unset) the same code runs as a single rank, which is what ``--resume``
 uses for a one-process run. Rank files are always JSON lines (the key is needed to resume and to merge),
@@ -27,19 +37,35 @@ from __future__ import annotations
 import datetime
 import glob
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TextIO
 
 from mooer.decoding import Result
-from mooer.distributed import DistInfo, dist_info, shard
+from mooer.distributed import DistInfo, dist_info
 from mooer.output import formats
 
-__all__ = ["rank_file", "read_records", "run_sharded"]
+__all__ = ["rank_file", "claims_dir", "claim", "read_records", "run_sharded"]
 
 
 def rank_file(output: str | os.PathLike, rank: int) -> Path:
     return Path(f"{output}.rank{rank}")
+
+
+def claims_dir(output: str | os.PathLike) -> Path:
+    return Path(f"{output}.claims")
+
+
+def claim(directory: Path, chunk: int) -> bool:
+    """Claim ``chunk`` for this process: True for exactly one caller (an exclusive create)."""
+    try:
+        fd = os.open(directory / str(chunk), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    os.write(fd, f"{os.uname().nodename} {os.getpid()}\n".encode())
+    os.close(fd)
+    return True
 
 
 def read_records(paths: Iterable[str | os.PathLike]) -> dict[str, dict]:
@@ -119,16 +145,22 @@ def run_sharded(
         raise ValueError(f"{len(keys)} keys for {len(paths)} inputs")
     output = Path(output)
     group = _Group(info, float(os.environ.get("MOOER_DIST_TIMEOUT", 24 * 3600)))
+    claims = claims_dir(output)
     try:
         done: dict[str, dict] = {}
         if resume:
             done = read_records([*([output] if keyed_output else []), *_existing_rank_files(output)])
-        group.barrier()  # everyone has read the old files before anyone writes
+        if info.rank == 0:  # claims of a stopped run: their ranks are gone
+            shutil.rmtree(claims, ignore_errors=True)
+        group.barrier()  # everyone has read the old files before anyone writes or claims
+        claims.mkdir(parents=True, exist_ok=True)
         todo = [i for i in range(len(paths)) if str(keys[i]) not in done]
-        mine = [todo[j] for j in shard(len(todo), info.rank, info.world_size)]
+        # at most ``window`` inputs, and small enough that every rank gets several chunks (balance)
+        size = max(1, min(window, -(-len(todo) // (4 * info.world_size))))
+        chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
         if log is not None and (resume or info.distributed):
             print(f"mooer: rank {info.rank}/{info.world_size}: {len(paths)} inputs, {len(done)} already decoded, "
-                  f"{len(mine)} to decode here", file=log)
+                  f"{len(todo)} to decode in {len(chunks)} chunks that the ranks claim", file=log)
 
         own = rank_file(output, info.rank)
         own.parent.mkdir(parents=True, exist_ok=True)
@@ -143,8 +175,9 @@ def run_sharded(
             def append(results: list[Result]) -> None:
                 formats.write_results(results, "jsonl", f)
 
-            for start in range(0, len(mine), window):
-                part = mine[start : start + window]
+            for number, part in enumerate(chunks):
+                if not claim(claims, number):
+                    continue
                 model.transcribe([paths[i] for i in part], keys=[keys[i] for i in part], on_results=append,
                                  **transcribe_kwargs)
         group.barrier()  # every rank file is complete
@@ -170,6 +203,7 @@ def run_sharded(
         os.replace(tmp, output)
         for path in rank_files:
             path.unlink(missing_ok=True)
+        shutil.rmtree(claims, ignore_errors=True)
         return results
     finally:
         group.close()
