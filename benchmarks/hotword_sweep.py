@@ -1,14 +1,15 @@
 """Hotword quality of the bundled demo model: recall, false alarms and CER/WER, over a sweep of weights.
 
 Decodes the hotword set of ``recipes/synthetic`` (``make_hotword_set.py``: dev and test, zh and en, each
-utterance speaking one listed term) and, for false alarms on speech that says none of the terms, the
-recipe's ordinary test split, once without hotwords (the baseline) and once per weight with the whole
-phrase list (``phrases.txt``, 240 terms). Scores come from :func:`mooer.evaluation.evaluate`, as
+utterance speaking one listed term) and, for false alarms on speech that says none of the terms, one of
+the recipe's ordinary splits, once without hotwords (the baseline) and once per weight with the whole
+phrase list (``phrases.txt``, 240 terms). The dev splits choose the default weight, the test splits
+report. Scores come from :func:`mooer.evaluation.evaluate`, as
 ``mooer eval --hotwords ... --hotword-baseline ...`` prints them: zh CER (official scorer), en WER
 (normalised, as the recipe reports it).
 
-    python benchmarks/hotword_sweep.py --hotword-set recipes/synthetic/data/hotwords \\
-        --test recipes/synthetic/data/test.jsonl --weights 1,2,3,4,5,6 --test-weights 3,4,5 --json sweep.json
+    python benchmarks/hotword_sweep.py --hotword-set recipes/synthetic/data/hotwords --splits dev \\
+        --ordinary recipes/synthetic/data/dev.jsonl --weights 2,3,4 --ordinary-weights 2,3,4 --json dev.json
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def score(refs: dict[str, str], hyps: dict[str, str], lang: str, phrases, baseli
     return {"error_rate": round(report.score, 2), **report.hotwords.summary()}
 
 
-def sweep(model: MooER, name: str, utts, weights, phrases, preset: str) -> list[dict]:
+def sweep(model: MooER, name: str, utts, weights, phrases, preset: str, save: Path | None) -> list[dict]:
     rows = []
     for lang in ("zh", "en"):
         subset = [u for u in utts if u.lang == lang]
@@ -59,6 +60,10 @@ def sweep(model: MooER, name: str, utts, weights, phrases, preset: str) -> list[
                 options = options.replace(hotwords=phrases, hotword_weight=weight)
             hyps, seconds, tokens = decode(model, subset, options)
             baseline = baseline or hyps
+            if save is not None:
+                save.mkdir(parents=True, exist_ok=True)
+                with open(save / f"{name.replace(' ', '_')}_{lang}_w{weight:g}.tsv", "w", encoding="utf-8") as f:
+                    f.writelines(f"{k}\t{refs[k]}\t{hyps[k]}\n" for k in refs)
             row = {"set": name, "lang": lang, "weight": weight, "utterances": len(subset),
                    "seconds": round(seconds, 1), "tokens": tokens,
                    **score(refs, hyps, lang, hotword_phrases(phrases), baseline)}
@@ -85,13 +90,14 @@ def main() -> None:
     ap.add_argument("--hotword-set", type=Path, default=ROOT / "recipes/synthetic/data/hotwords",
                     help="output of make_hotword_set.py (dev.jsonl, test.jsonl, phrases.txt)")
     ap.add_argument("--splits", default="dev,test", help="hotword-set splits to decode (default: dev,test)")
-    ap.add_argument("--test", type=Path, default=None,
-                    help="the recipe's ordinary test manifest (test.jsonl): false alarms and CER/WER on speech "
-                         "without the terms (default: skipped)")
+    ap.add_argument("--ordinary", type=Path, default=None,
+                    help="an ordinary split of the recipe (dev.jsonl or test.jsonl): false alarms and CER/WER on "
+                         "speech without the terms (default: skipped)")
     ap.add_argument("--weights", default="1,2,3,4,5,6", help="hotword weights on the hotword set")
-    ap.add_argument("--test-weights", default="3,4,5", help="hotword weights on the ordinary test split")
+    ap.add_argument("--ordinary-weights", default="3,4,5", help="hotword weights on the ordinary split")
     ap.add_argument("--preset", default="official")
     ap.add_argument("--json", type=Path, default=None, help="write every row here")
+    ap.add_argument("--save", type=Path, default=None, help="write key, reference, hypothesis of every decoding here")
     args = ap.parse_args()
     model = MooER.from_pretrained(None)
     phrases = read_hotwords_file(args.hotword_set / "phrases.txt")
@@ -99,11 +105,11 @@ def main() -> None:
     for split in args.splits.split(","):
         utts = read_manifest(args.hotword_set / f"{split}.jsonl").utterances
         rows += sweep(model, f"hotwords {split}", utts, [float(w) for w in args.weights.split(",")], phrases,
-                      args.preset)
-    if args.test is not None:
-        utts = read_manifest(args.test).utterances
-        rows += sweep(model, "ordinary test", utts, [float(w) for w in args.test_weights.split(",")], phrases,
-                      args.preset)
+                      args.preset, args.save)
+    if args.ordinary is not None:
+        utts = read_manifest(args.ordinary).utterances
+        rows += sweep(model, f"ordinary {args.ordinary.stem}", utts,
+                      [float(w) for w in args.ordinary_weights.split(",")], phrases, args.preset, args.save)
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

@@ -116,6 +116,22 @@ def test_every_spelling_earns_the_same(tiny_model):
         assert total == pytest.approx(2.0 * shortest), form
 
 
+def test_spellings_share_their_total_by_characters(tiny_model):
+    tok, texts = tiny_model.tokenizer, tiny_model.pipeline.token_texts
+    graph = build_graph(tok, ("Kowalski",), 2.0, texts)
+    for form in spellings("Kowalski"):
+        ids = tok(form, add_special_tokens=False)["input_ids"]
+        chars = [len(texts[i].replace(" ", "")) for i in ids]
+        bonuses = steps(graph, ids)
+        assert sum(bonuses) == pytest.approx(graph.walk(ids)[1])
+        # while the match is open a token earns at least its share (the largest of the spellings through it)
+        total = sum(bonuses)
+        for k, b in zip(chars[:-1], bonuses[:-1]):
+            assert b >= total * k / sum(chars) - 1e-6
+    upper = tok("KOWALSKI", add_special_tokens=False)["input_ids"]
+    assert len(upper) > 2 and steps(graph, upper)[0] < 2.0  # one letter of eight earns little
+
+
 # ------------------------------------------------------------------------------------------ processor
 def random_graph(rng: random.Random, vocab: int) -> ContextGraph:
     sequences = [([rng.randrange(vocab) for _ in range(rng.randint(1, 4))], rng.choice([1.0, 2.5]))
@@ -208,6 +224,10 @@ def test_boosting_writes_the_phrase_with_beam_search_and_greedy(tiny_model, pres
     assert phrase in boosted.text and phrase not in base.text
     # the recorded log-probabilities stay the LLM's own (before the bonus)
     assert all(p <= 0 for p in boosted.token_logprobs)
+    # MooER.transcribe's shorthand is the same decoding
+    short = tiny_model.transcribe([str(AUDIO / "zh1.wav")], task="asr", decoding=options, hotwords=[phrase],
+                                  hotword_weight=20.0)[0]
+    assert short.token_ids == boosted.token_ids
 
 
 @pytest.fixture(scope="module")

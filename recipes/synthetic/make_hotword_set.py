@@ -19,7 +19,7 @@ Outputs under ``--out DIR``::
     DIR/{split}/, DIR/{split}_zh/, DIR/{split}_en/   Kaldi style text, wav.scp, utt2lang
     DIR/phrases.txt                   the phrase list: every term, one per line
     DIR/wav/{split}/{id}.wav          the audio
-    DIR/stats.json                    counts, and how often each term occurs in the training lists
+    DIR/stats.json                    counts, and how often the spoken terms occur in the training lists
 
 Example::
 
@@ -77,18 +77,22 @@ def read_set(path: Path) -> list[dict[str, str]]:
 
 
 def training_counts(rows: list[dict[str, str]], lists=TRAINING_LISTS) -> tuple[dict[str, int], list[str]]:
-    """How many training sentences contain each term, and the set's sentences found in the training lists."""
+    """How often each term occurs in the training lists (English: whole words, any case), and the set's
+    sentences found there."""
     texts, keys = [], set()
     for path in lists:
         if path.exists():
             for p in read_pairs(path):
                 texts.append(p.zh + "\n" + p.en.lower())
                 keys.update(sentence_keys(p.zh, p.en))
-    counts = {r["term"]: 0 for r in rows}
-    for term in counts:
-        needle = term.lower()
-        pattern = re.compile(rf"(?<![a-z0-9]){re.escape(needle)}(?![a-z0-9])")
-        counts[term] = sum(1 for t in texts if pattern.search(t))
+    corpus = "\n".join(texts)
+    counts = {}
+    for r in rows:
+        term = r["term"]
+        if r["lang"] == "zh":
+            counts[term] = corpus.count(term)
+        else:
+            counts[term] = len(re.findall(rf"(?<![a-z0-9]){re.escape(term.lower())}(?![a-z0-9])", corpus))
     seen = [r["sentence"] for r in rows if r["sentence"]
             and (f"zh:{zh_key(r['sentence'])}" if r["lang"] == "zh" else f"en:{en_key(r['sentence'])}") in keys]
     return counts, seen
@@ -132,7 +136,7 @@ def main(argv=None) -> int:
         stats["utterances"][split] = {lang: sum(1 for u in items if u.lang == lang) for lang in ("zh", "en")}
     (out / "phrases.txt").write_text("".join(r["term"] + "\n" for r in rows), encoding="utf-8")
     spoken = [r["term"] for r in rows if r["split"] != "unspoken"]
-    stats["spoken_terms_in_training_sentences"] = {
+    stats["spoken_terms_in_training_lists"] = {
         "never": sum(1 for t in spoken if counts[t] == 0),
         "1-5 times": sum(1 for t in spoken if 0 < counts[t] <= 5),
         "more": sorted((t, counts[t]) for t in spoken if counts[t] > 5),

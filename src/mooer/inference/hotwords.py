@@ -17,9 +17,9 @@ as WeNet's and icefall's ``ContextGraph``) over token-id sequences: each phrase 
 writes it, with and without a leading space and, for phrases with cased letters, as written, lower case,
 upper case, Capitalised and Title Case (:func:`spellings`). A hypothesis's state is the deepest trie node
 that is a suffix of what it has written. Each token that extends a partial match earns a bonus: a phrase
-earns the same in each spelling, its weight times the tokens of its shortest spelling, spread evenly over
-the spelling's tokens (UPPER CASE often takes a token per letter; paid per token, it would outbid the other
-spellings and the audio). The score of a hypothesis is
+earns the same in each spelling, its weight times the tokens of its shortest spelling, shared among the
+spelling's tokens in proportion to the characters they write (:func:`build_graph`). The score of a
+hypothesis is
 
     (sum of the phrases it completed) + pending(state)
 
@@ -28,7 +28,8 @@ that score. So a token that breaks a partial match takes the collected bonus bac
 whatever suffix still matches), EOS takes back an unfinished match, and a completed phrase keeps its bonus
 (also when it is a prefix of a longer listed phrase, or a suffix of the text matched so far). A token
 shared by phrases of different weights earns the largest while the match is open; the token that
-completes a phrase brings its sum to that phrase's own total.
+completes a phrase brings its sum to that phrase's own total. A phrase that starts (ends) with a Latin
+letter or digit matches whole words only (:class:`ContextGraph`).
 
 **Booster.** :class:`HotwordBooster` adds those bonuses to the next-token scores, a logits processor in
 the convention of :mod:`mooer.inference.engines` (rows item-major; Hugging Face greedy, beam search and
@@ -182,9 +183,9 @@ def word_edges(texts: Sequence[str]) -> tuple[frozenset[int], frozenset[int]]:
 class ContextGraph:
     """Aho-Corasick automaton over token sequences, with the bonuses of the module docstring.
 
-    ``sequences``: ``(token ids, bonus per token)`` or ``(token ids, bonus per token, total)`` where ``total``
-    (default: the bonus times the number of tokens) is what the completed phrase earns in all: the last
-    token's bonus makes the sum come to it, whatever the shared tokens before earned. States are node
+    ``sequences``: ``(token ids, bonus)`` or ``(token ids, bonus, total)``; ``bonus`` is one number for every
+    token or one per token; ``total`` (default: the sum of the bonuses) is what the completed phrase earns
+    in all: the last token's bonus makes the sum come to it, whatever the shared tokens before earned. States are node
     numbers, 0 = the root (no match).
 
     Word boundaries (when ``word_start``/``word_end``, the token sets of :func:`word_edges`, are given): a
@@ -211,7 +212,8 @@ class ContextGraph:
             if not ids:
                 continue
             node = 0
-            for token in ids:
+            bonuses = list(weight) if isinstance(weight, (list, tuple)) else [float(weight)] * len(ids)
+            for token, bonus in zip(ids, bonuses):
                 child = self._children[node].get(int(token))
                 if child is None:
                     child = len(self._children)
@@ -221,12 +223,13 @@ class ContextGraph:
                     self._total.append(0.0)
                     self._end.append(False)
                     self._token.append(int(token))
-                self._token_score[child] = max(self._token_score[child], float(weight))
+                self._token_score[child] = max(self._token_score[child], float(bonus))
                 node = child
             self._end[node] = True
-            self._total[node] = max(self._total[node], float(total[0]) if total else float(weight) * len(ids))
+            self._total[node] = max(self._total[node], float(total[0]) if total else sum(bonuses))
         self._link()
         self._arcs: OrderedDict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._masks: dict[int, torch.Tensor] = {}
         root = self._children[0]
         self.root_ids = torch.tensor(list(root), dtype=torch.long)
         self.root_bonus = torch.tensor([self._pending[c] + self._gain[c] for c in root.values()])
@@ -316,6 +319,14 @@ class ContextGraph:
             state, previous = self.next_state(state, token, previous), token
         return state, total
 
+    def word_mask(self, vocab: int) -> torch.Tensor:
+        """(vocab,) 1 at the tokens that continue a word (``word_start``), else 0."""
+        mask = self._masks.get(vocab)
+        if mask is None:
+            mask = self._masks[vocab] = torch.zeros(vocab)
+            mask[[t for t in self.word_start if t < vocab]] = 1.0
+        return mask
+
     def arcs(self, state: int, after_word: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The tokens leaving a non-root ``state`` or a non-root state on its failure chain (the first found
         wins, as in :meth:`next_state`), and per token its bonus less what :class:`HotwordBooster` gives every
@@ -352,9 +363,11 @@ def build_graph(tokenizer: Any, hotwords: Sequence[Hotword], weight: float,
     """The context graph of a normalised hotword list as ``tokenizer`` writes it (:func:`spellings`);
     ``token_texts`` (each token's text, by id) enables the word-boundary rules.
 
-    A phrase earns the same in every spelling: ``weight`` times the tokens of its shortest spelling, spread
-    evenly over the tokens of each (UPPER CASE often takes a token per letter; paid per token it would
-    outbid the other spellings, and the audio).
+    A phrase earns the same in every spelling: ``weight`` times the tokens of its shortest spelling. Each
+    spelling spreads it over its tokens in proportion to the characters each writes (spaces aside), evenly
+    without ``token_texts``: a token of one letter says little about which word is being written (the demo
+    model's tokenizer starts many English words with one), and UPPER CASE often takes a token per letter;
+    paid per token, those would outbid the audio and the other spellings.
     """
     spelled: list[tuple[int, float]] = []  # (phrase number, weight) per spelling
     texts: list[str] = []
@@ -368,7 +381,15 @@ def build_graph(tokenizer: Any, hotwords: Sequence[Hotword], weight: float,
     for (n, _), seq in zip(spelled, ids):
         if seq:
             shortest[n] = min(shortest.get(n, len(seq)), len(seq))
-    sequences = [(seq, w * shortest[n] / len(seq), w * shortest[n]) for (n, w), seq in zip(spelled, ids) if seq]
+    sequences = []
+    for (n, w), seq in zip(spelled, ids):
+        if not seq:
+            continue
+        total = w * shortest[n]
+        sizes = [len(token_texts[t].replace(" ", "")) for t in seq] if token_texts is not None else [1] * len(seq)
+        if not sum(sizes):
+            sizes = [1] * len(seq)
+        sequences.append((seq, [total * k / sum(sizes) for k in sizes], total))
     starts, ends = word_edges(token_texts) if token_texts is not None else (frozenset(), frozenset())
     return ContextGraph(sequences, starts, ends)
 
@@ -393,13 +414,13 @@ class HotwordBooster:
         for prefix in prefixes:
             state = current.get(prefix)
             if state is None:
-                parent = previous.get(prefix[:-1]) if prefix else 0
-                if parent is None:  # not a row of the last step: from the start
-                    state = graph.walk(prefix)[0]
-                elif prefix:
-                    state = graph.next_state(parent, prefix[-1], prefix[-2] if len(prefix) > 1 else None)
-                else:
+                parent = previous.get(prefix[:-1]) if prefix else None
+                if not prefix:
                     state = 0
+                elif parent is None:  # not a row of the last step: from the start
+                    state = graph.walk(prefix)[0]
+                else:
+                    state = graph.next_state(parent, prefix[-1], prefix[-2] if len(prefix) > 1 else None)
                 current[prefix] = state
             out.append(state)
         self._states = current
@@ -437,16 +458,10 @@ class HotwordBooster:
         for (s, after_word), members in groups.items():
             index = torch.tensor(members, device=scores.device).unsqueeze(1)
             revoke = graph.revoke(s)
-            if revoke:  # a phrase just completed mid-word: continuing the word takes its bonus back
-                (mask,) = self._on(("words", scores.shape[1]), scores, lambda: (self._word_mask(scores.shape[1]),))
+            if revoke:  # a phrase ending in a word character just completed: continuing the word takes it back
+                (mask,) = self._on(("words", scores.shape[1]), scores, lambda: (graph.word_mask(scores.shape[1]),))
                 out[index.squeeze(1)] -= revoke * mask
             ids, values = self._on((s, after_word), scores, lambda: graph.arcs(s, after_word))
             if len(ids):
                 out[index, ids] += values
         return out
-
-    def _word_mask(self, vocab: int) -> torch.Tensor:
-        mask = torch.zeros(vocab)
-        ids = [t for t in self.graph.word_start if t < vocab]
-        mask[ids] = 1.0
-        return mask
