@@ -363,3 +363,36 @@ def test_extra_training_pairs_go_to_train_extra_only(corpus: ModuleType, tts_too
     records2 = _read_jsonl(out / "train_extra2.jsonl")
     assert [(r["lang"], r["text"]) for r in records2] == [("zh", "文件已保存"), ("en", "File saved")]
     assert all(r["audio"].startswith("wav/train_extra2/") for r in records2)
+
+
+# ------------------------------------------------------------------------------------------ hotwords
+def test_only_builds_the_named_split(corpus: ModuleType, tts_tools: None, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    pairs = corpus.read_pairs(corpus.DEFAULT_SENTENCES)
+    test_pairs = corpus.split_pairs(pairs)["test"][:2]
+    # a list holding two test pairs and one training pair: only the test ones are synthesised
+    (tmp_path / "s.tsv").write_text("".join(f"{p.domain}\t{p.zh}\t{p.en}\n" for p in test_pairs)
+                                    + "x\t训练\ttraining\n", encoding="utf-8")
+    sentences = corpus.split_pairs(corpus.read_pairs(tmp_path / "s.tsv"))
+    assert sum(len(v) for v in sentences.values()) == 3
+    stats = corpus.build_corpus(out, tmp_path / "s.tsv", jobs=1, progress=False, only=["test"])
+    assert sorted(p.name for p in out.glob("*.jsonl")) == ["test.jsonl"]
+    assert len(_read_jsonl(out / "test.jsonl")) == 2 * len(sentences["test"]) and set(stats["splits"]) == {"test"}
+    with pytest.raises(ValueError, match="unknown split"):
+        corpus.build_corpus(out, tmp_path / "s.tsv", jobs=1, progress=False, only=["eval"])
+
+
+def test_hotword_set_file() -> None:
+    hotwords = _load("make_hotword_set")
+    rows = hotwords.read_set(hotwords.DEFAULT_SET)
+    spoken = [r for r in rows if r["split"] != "unspoken"]
+    assert len(rows) == 240 and len(spoken) == 160 and len({r["term"] for r in rows}) == 240
+    for split in ("dev", "test"):
+        for lang in ("zh", "en"):
+            for category in hotwords.CATEGORIES:
+                assert sum(1 for r in spoken if (r["split"], r["lang"], r["category"]) == (split, lang, category)) == 10
+    terms = [r["term"] for r in rows]
+    for r in spoken:  # each sentence speaks its own term and no other listed term
+        assert [t for t in terms if t.lower() in r["sentence"].lower()] == [r["term"]], r
+    counts, seen = hotwords.training_counts(rows)
+    assert seen == [] and sum(1 for r in spoken if counts[r["term"]] == 0) > 100

@@ -366,6 +366,87 @@ def test_bad_fields_get_400(http, client, expected):
     assert_still_serving(client, expected)
 
 
+class _Recorder:
+    """Stands in for the batcher's model: records the options of every batch and decodes as before."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self.options = []
+
+    def generate(self, features, task, options, **kwargs):
+        self.options.append(options)
+        return self.pipeline.generate(features, task, options, **kwargs)
+
+
+def _changing_phrase(model, clip: str, options) -> str:
+    """A two-character phrase that, listed at the default weight, changes the model's output for ``clip``."""
+    base = model.transcribe([wav(clip)], task="asr", decoding=options)[0].text
+    chars = [t for t in model.pipeline.token_texts if len(t) == 1 and "\u4e00" <= t <= "\u9fff"]
+    for a, b in zip(chars[::2], chars[1::2]):
+        if len(model.tokenizer(a + b, add_special_tokens=False)["input_ids"]) != 2:
+            continue
+        if model.transcribe([wav(clip)], task="asr", decoding=options.replace(hotwords=(a + b,)))[0].text != base:
+            return a + b
+    raise AssertionError("no phrase changes the output")
+
+
+def test_prompt_and_hotwords_reach_the_decoder(server, model, client, http):
+    """The OpenAI client's ``prompt=`` and the ``hotwords`` field decode as the library does with those
+    phrases (which change the text), on all three endpoints, streamed too."""
+    official, greedy = PRESETS["official"], PRESETS["greedy"]
+    phrase = _changing_phrase(model, "zh1", official)
+    listed = (phrase, "别的词")
+    lib = {(task, name): model.transcribe([wav("zh1")], task=task, decoding=preset.replace(hotwords=listed))[0]
+           for task in ("asr", "ast") for name, preset in (("official", official), ("greedy", greedy))}
+    plain = model.transcribe([wav("zh1")], task="asr", decoding=official)[0]
+    assert lib["asr", "official"].text != plain.text
+    batcher = server.app.state.batcher
+    recorder = _Recorder(batcher.model)
+    batcher.model = recorder
+    try:
+        with open(wav("zh1"), "rb") as f:
+            out = client.audio.transcriptions.create(model="whisper-1", file=f, prompt=f"{phrase}，别的词")
+        assert recorder.options[-1].hotwords == listed
+        assert out.text == lib["asr", "official"].text
+        with open(wav("zh1"), "rb") as f:
+            out = client.audio.translations.create(model="whisper-1", file=f, prompt=f"{phrase}\n别的词")
+        assert recorder.options[-1].hotwords == listed and out.text == lib["ast", "official"].text
+        audio = {"file": ("zh1.wav", wav("zh1").read_bytes())}
+        r = http.post("/v1/mooer/transcribe", files=audio, data={"task": "asr", "hotwords": ",".join(listed)})
+        assert r.status_code == 200 and r.json()["asr"] == lib["asr", "official"].text
+        r = http.post("/v1/audio/transcriptions", files=audio, data={"hotwords": phrase, "prompt": "别的词",
+                                                                     "hotword_weight": "5"})
+        assert recorder.options[-1].hotwords == listed and recorder.options[-1].hotword_weight == 5.0
+        with http.stream("POST", "/v1/mooer/transcribe", files=audio,
+                         data={"task": "asr", "stream": "true", "hotwords": ",".join(listed)}) as r:
+            events = sse_events(r)
+        assert recorder.options[-1] == greedy.replace(hotwords=listed)
+        assert "".join(e.get("delta", "") for e in events) == lib["asr", "greedy"].text == events[-1]["text"]
+    finally:
+        batcher.model = recorder.pipeline
+
+
+def test_bad_hotwords_get_400(http, client, expected):
+    audio = {"file": ("zh1.wav", wav("zh1").read_bytes())}
+    cases = [
+        ("/v1/audio/transcriptions", {"hotwords": "a,,b"}, "hotwords", "entry 2 is an empty phrase"),
+        ("/v1/audio/translations", {"prompt": "x" * 65}, "prompt", "at most 64"),
+        ("/v1/mooer/transcribe", {"hotwords": ",".join(f"t{i}" for i in range(1001))}, "hotwords", "more than 1000"),
+        ("/v1/mooer/transcribe", {"hotwords": "a", "hotword_weight": "0"}, "hotword_weight", "must be > 0"),
+        ("/v1/mooer/transcribe", {"hotwords": "a\tlots"}, "hotwords", "must be a number, got 'lots'"),
+    ]
+    for path, data, param, message in cases:
+        error = assert_error(http.post(path, files=audio, data=data), 400, "invalid_hotwords")
+        assert error["param"] == param and message in error["message"], error
+    error = assert_error(http.post("/v1/audio/transcriptions", files=audio, data={"hotword_weight": "heavy"}), 400,
+                         "invalid_value")
+    assert error["param"] == "hotword_weight"
+    with open(wav("zh1"), "rb") as f, pytest.raises(openai.BadRequestError) as info:
+        client.audio.transcriptions.create(model="mooer", file=f, prompt="a,,b")
+    assert "empty phrase" in str(info.value)
+    assert_still_serving(client, expected)
+
+
 def _noise_wav(seconds: float) -> bytes:
     buf = io.BytesIO()
     samples = (np.random.default_rng(1).standard_normal(int(16000 * seconds)) * 1000).astype(np.int16)

@@ -22,6 +22,7 @@ from server_thread import ServerThread
 from fixtures_path import AUDIO, OFFICIAL_TINY
 
 from mooer.api import MooER
+from mooer.decoding import PRESETS
 from mooer.serving import ServeSettings, create_app
 
 WEB = Path(__file__).resolve().parent / "web"
@@ -49,10 +50,16 @@ def test_web_page_upload_transcribe_and_stream(tmp_path):
     both = model.transcribe(CLIP, task="asr_ast")[0]
     streamed = model.transcribe(CLIP, task="asr", decoding="greedy")[0]
     translated = model.transcribe(CLIP, task="ast")[0]
+    plain = model.transcribe(CLIP, task="asr")[0]
+    phrase = "的是" if "的是" not in plain.text else "是的"
+    boosted = model.transcribe(CLIP, task="asr", decoding=PRESETS["official"].replace(hotwords=((phrase, 20.0),)))[0]
+    assert phrase in boosted.text and phrase not in plain.text
     cases = [
         {"name": "asr_ast", "task": "asr_ast", "stream": False, "expect": {"asr": both.asr, "ast": both.ast}},
         {"name": "asr_streaming", "task": "asr", "stream": True, "expect": {"asr": streamed.text, "ast": None}},
         {"name": "ast", "task": "ast", "stream": False, "expect": {"asr": None, "ast": translated.text}},
+        {"name": "asr_hotwords", "task": "asr", "stream": False, "hotwords": f"{phrase}\t20",
+         "expect": {"asr": boosted.text, "ast": None}},
     ]
     shots = Path(os.environ.get("MOOER_WEB_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
@@ -70,6 +77,7 @@ def test_web_page_upload_transcribe_and_stream(tmp_path):
     assert shown["asr_ast"]["asr"] == both.asr and shown["asr_ast"]["ast"] == both.ast
     assert shown["asr_streaming"]["asr"] == streamed.text and "greedy" in shown["asr_streaming"]["meta"]
     assert shown["ast"]["ast"] == translated.text
+    assert shown["asr_hotwords"]["asr"] == boosted.text and "1 hotword" in shown["asr_hotwords"]["meta"]
     for case in report["cases"]:
         assert Path(case["screenshot"]).stat().st_size > 10_000
 

@@ -425,12 +425,14 @@ def manifest_record(u: Utterance, out: Path, duration: float) -> dict[str, objec
     return rec
 
 
-def write_manifests(out: Path, utts: Iterable[Utterance], durations: dict[str, float]) -> dict[str, dict]:
-    """Write ``{split}.jsonl`` and the Kaldi-style ``{split}/``, ``{split}_zh/``, ``{split}_en/`` directories.
+def write_manifests(out: Path, utts: Iterable[Utterance], durations: dict[str, float],
+                    splits: Sequence[str] = SPLITS) -> dict[str, dict]:
+    """Write ``{split}.jsonl`` and the Kaldi-style ``{split}/``, ``{split}_zh/``, ``{split}_en/`` directories
+    of ``splits`` (and of any other split an utterance is in).
 
     Returns per-split, per-language utterance counts and hours.
     """
-    by_split: dict[str, list[Utterance]] = {s: [] for s in SPLITS}
+    by_split: dict[str, list[Utterance]] = {s: [] for s in splits}
     for u in utts:
         by_split.setdefault(u.split, []).append(u)
     stats: dict[str, dict] = {}
@@ -462,8 +464,12 @@ def build_corpus(
     ratios: Sequence[float] = (0.90, 0.05, 0.05),
     progress: bool = True,
     extra_train: Sequence[Path] = (),
+    only: Sequence[str] | None = None,
 ) -> dict:
     """Run the whole stage; returns the statistics also written to ``out/stats.json``.
+
+    ``only``: build just these of train/dev/test (e.g. ``["test"]``: the held-out audio alone); the other
+    splits' manifests are not written.
 
     ``extra_train``: lists of more pairs for training only (``collect_sentences.py``), one rendering each,
     written to ``train_extra.jsonl`` (the first list), ``train_extra2.jsonl`` (the second), ...; a pair
@@ -476,6 +482,11 @@ def build_corpus(
     if limit is not None:
         keep = {p.index for p in pairs[:limit]}
         splits = {s: [p for p in ps if p.index in keep] for s, ps in splits.items()}
+    if only is not None:
+        unknown = set(only) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}; choose from {SPLITS}")
+        splits = {s: ps for s, ps in splits.items() if s in only}
     held_out = {k for s in SPLITS[1:] for p in full[s] for k in sentence_keys(p.zh, p.en)}
     dropped = 0
     for i, path in enumerate(extra_train):
@@ -488,7 +499,7 @@ def build_corpus(
     elapsed = time.time() - t0
     stats = {
         "pairs": {s: len(ps) for s, ps in splits.items()},
-        "splits": write_manifests(out, utts, durations),
+        "splits": write_manifests(out, utts, durations, list(splits)),
         "total_hours": round(sum(durations.values()) / 3600, 3),
         "generation_seconds": round(elapsed, 1),
         "seed": seed,
@@ -519,13 +530,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--extra-train", type=Path, action="append", default=None, metavar="FILE",
                     help="more domain<TAB>zh<TAB>en pairs for training only (one rendering each, train_extra.jsonl); "
                          "repeat for more lists (train_extra2.jsonl, ...)")
+    ap.add_argument("--only", choices=SPLITS, action="append", default=None, metavar="SPLIT",
+                    help="build only this split (repeatable; e.g. --only test for the held-out audio alone)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if args.zh_per_sentence < 1 or args.en_per_sentence < 1 or args.jobs < 1:
         ap.error("--jobs and --*-per-sentence must be >= 1")
     stats = build_corpus(
         args.out, args.sentences, args.limit, args.jobs, args.seed, args.zh_per_sentence, args.en_per_sentence,
-        args.ratios, progress=not args.no_progress, extra_train=args.extra_train or (),
+        args.ratios, progress=not args.no_progress, extra_train=args.extra_train or (), only=args.only,
     )
     print(json.dumps(stats, indent=2))
     return 0

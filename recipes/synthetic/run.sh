@@ -10,6 +10,8 @@
 #   stage 3  train (twelve `mooer train` runs, conf/demo.yaml + overrides; the last six torchrun DDP)
 #   stage 4  decode + score the test split (CER, WER, BLEU)
 #   stage 5  install the model as src/mooer/assets/default-model
+#   stage 6  hotword test set (make_hotword_set.py): decode with and without the phrase list, score
+#            hotword recall, false alarms and CER/WER (the weight sweep: benchmarks/hotword_sweep.py)
 #
 # Usage (from the repository root or from anywhere):
 #   recipes/synthetic/run.sh                          # everything
@@ -17,7 +19,7 @@
 #   recipes/synthetic/run.sh --stage 1 --stop-stage 1 --limit 100 --jobs 4
 #
 # Options (each --name value overrides the variable of the same name below):
-#   --stage N --stop-stage M   run stages N..M (default 0..5)
+#   --stage N --stop-stage M   run stages N..M (default 0..5; stage 6 runs only when asked for)
 #   --data DIR                 corpus directory (default recipes/synthetic/data)
 #   --exp DIR                  experiment directory (default recipes/synthetic/exp/demo)
 #   --jobs N                   synthesis processes (default 2)
@@ -213,4 +215,26 @@ open(path, "w", encoding="utf-8").write(json.dumps(config, ensure_ascii=False, i
 PY
   rm -rf src/mooer/assets/default-model
   mv src/mooer/assets/default-model.new src/mooer/assets/default-model
+fi
+
+if run_stage 6; then
+  # Hotwords: 160 held-out sentences around rare terms (hotword_sentences.tsv), each decoded with the list of
+  # all 240 terms (its own and 239 it does not speak) and without it; scored against the baseline.
+  hw=$data/hotwords
+  log 6 "hotword set -> $hw"
+  timed nice -n 10 $python "$recipe_dir/make_hotword_set.py" --out "$hw" --jobs "$jobs"
+  installed=src/mooer/assets/default-model
+  for split in dev test; do
+    for lang in zh en; do
+      dir=$exp/decode/hotwords_$split
+      mkdir -p "$dir"
+      metric=(--metric cer); [[ $lang == en ]] && metric=(--metric wer --normalize)
+      mooer transcribe --model "$installed" --scp "$hw/${split}_$lang/wav.scp" --task asr --format jsonl \
+        --output "$dir/${lang}_plain.jsonl"
+      mooer transcribe --model "$installed" --scp "$hw/${split}_$lang/wav.scp" --task asr --format jsonl \
+        --hotwords-file "$hw/phrases.txt" --output "$dir/${lang}_hotwords.jsonl"
+      mooer eval --ref "$hw/${split}_$lang/text" --hyp "$dir/${lang}_hotwords.jsonl" "${metric[@]}" \
+        --hotwords "$hw/phrases.txt" --hotword-baseline "$dir/${lang}_plain.jsonl" --json "$dir/${lang}_hotwords.json"
+    done
+  done
 fi

@@ -182,6 +182,8 @@ class MooER:
         num_workers: int | None = None,
         on_results: Callable[[list[Result]], None] | None = None,
         long_form: "LongFormOptions | bool | None" = None,
+        hotwords: Sequence[str | tuple[str, float]] | str | None = None,
+        hotword_weight: float | None = None,
     ) -> list[Result]:
         """Transcribe (``asr``), translate (``ast``) or both (``asr_ast``) a list of inputs.
 
@@ -198,11 +200,16 @@ class MooER:
         longer than ``vad.max_segment_s`` (30 s) are cut with the VAD, decoded segment by segment with
         repetition guards, and stitched; their results carry ``segments``. Shorter inputs are decoded whole,
         exactly as the official implementation does.
+
+        ``hotwords``: phrases to favour (names, terms; :mod:`mooer.inference.hotwords`), as a list (entries
+        ``"phrase"`` or ``("phrase", weight)``) or comma/newline-separated text; ``hotword_weight``: their
+        bonus per token. Shorthands for ``DecodingOptions(hotwords=..., hotword_weight=...)``, applied on
+        top of ``decoding``.
         """
         single = isinstance(inputs, (str, os.PathLike, bytes, np.ndarray, torch.Tensor)) or hasattr(inputs, "read")
         items = [inputs] if single else list(inputs)
         task = task or self.default_task
-        options = get_preset(decoding)
+        options = get_preset(decoding).replace(hotwords=hotwords, hotword_weight=hotword_weight)
         self.pipeline.check(task, options)
         if isinstance(long_form, bool) or long_form is None:
             long_form = LongFormOptions(enabled=long_form)

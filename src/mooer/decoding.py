@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from mooer.inference.hotwords import check_weight, normalize_hotwords
+
+#: bonus per token of a listed hotword (:mod:`mooer.inference.hotwords`; tuned on the demo model's hotword dev
+#: set, see benchmarks/RESULTS_hotwords.md)
+DEFAULT_HOTWORD_WEIGHT = 3.0
+
 
 @dataclass(frozen=True)
 class DecodingOptions:
@@ -28,6 +34,14 @@ class DecodingOptions:
     #: joint decoding: how many of the LLM's most likely next tokens the CTC head scores at each step (the
     #: others are dropped); a weak LLM often ranks the right token low, so many more than the beams
     ctc_candidates: int = 256
+    #: hotwords (:mod:`mooer.inference.hotwords`): phrases to favour (names, terms). Entries are phrases or
+    #: ``(phrase, weight)`` pairs; a list or a comma/newline-separated string is turned into the validated,
+    #: hashable tuple (``ValueError`` past the limits: empty or over-long phrases, more than 1,000, bad
+    #: weights). () = none: no logits processor is added, decoding is unchanged.
+    hotwords: tuple = ()
+    #: the bonus per token of a listed phrase (natural-log units) for phrases without their own weight;
+    #: taken back when the phrase is not finished
+    hotword_weight: float = DEFAULT_HOTWORD_WEIGHT
 
     def __post_init__(self) -> None:
         if self.num_beams < 1:
@@ -40,6 +54,9 @@ class DecodingOptions:
             raise ValueError("ctc_candidates must be >= 1")
         if self.ctc_weight is not None and not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
+        if not isinstance(self.hotwords, tuple) or self.hotwords:  # a list or a string: normalise it
+            object.__setattr__(self, "hotwords", normalize_hotwords(self.hotwords))
+        object.__setattr__(self, "hotword_weight", check_weight(self.hotword_weight, "hotword_weight"))
 
     def replace(self, **changes: Any) -> "DecodingOptions":
         """A copy with some fields changed; ``None`` values are ignored (handy for CLI overrides)."""

@@ -3,9 +3,9 @@
 //   node e2e.js config.json
 //
 // config.json: {"url", "audio", "screenshot_dir", "chromium", "cases": [{"name", "task", "stream",
-//               "expect": {"asr": str|null, "ast": str|null}}]}
+//               "hotwords" (optional), "expect": {"asr": str|null, "ast": str|null}}]}
 //
-// For each case: upload the wav with setInputFiles, choose the task and streaming mode, click
+// For each case: upload the wav with setInputFiles, choose the task, streaming mode and hotwords, click
 // Transcribe, wait for the result, compare the shown texts with the expected ones, save a screenshot.
 // Then: a non-audio upload must show the server's error; in a non-secure context the record and live
 // buttons must be disabled with an explanation. Also fails on page errors, unexpected console errors and any request
@@ -55,6 +55,7 @@ async function main() {
       await page.setInputFiles("#file-input", config.audio);
       await page.selectOption("#task", c.task);
       await page.setChecked("#stream", Boolean(c.stream));
+      await page.fill("#hotwords", c.hotwords || "");
       await page.waitForSelector("#transcribe:not([disabled])");
       await page.click("#transcribe");
       await page.waitForSelector("#result[data-state=done], #result[data-state=error]");

@@ -19,6 +19,7 @@ from mooer.evaluation import (
     read_references,
     resolve_metric,
 )
+from mooer.inference.hotwords import HotwordError, hotword_phrases, read_hotwords_file
 
 DESCRIPTION = """\
 Score hypotheses against references.
@@ -34,6 +35,12 @@ other punctuation/symbols into spaces and upper-cases.
 
 Reference utterances without a hypothesis (absent, or failed in the transcribe jsonl) are ignored by
 default, as the official scorer does; they are always counted in the report.
+
+--hotwords FILE (the phrase list given to `mooer transcribe --hotwords-file`) adds hotword scores: recall
+(listed phrases in the reference that the hypothesis writes), false alarms (listed phrases the hypothesis
+writes although the reference does not have them; rate per listed phrase not spoken, and the utterances
+with any) and precision. Phrases are matched case-folded (unless --case-sensitive), whole words for Latin
+script. --hotword-baseline HYP (a decoding without hotwords) adds the recall of the spoken phrases it missed.
 """
 
 EPILOG = """\
@@ -49,6 +56,7 @@ examples:
   mooer eval --ref test.jsonl --hyp hyp.jsonl --task ast --json bleu.json
   mooer eval --ref en_test/text --hyp out.tsv --metric wer --normalize --missing deletion
   mooer eval --ref test.jsonl --hyp hyp.jsonl --json -        # JSON only, on stdout
+  mooer eval --ref test/text --hyp hw.jsonl --hotwords terms.txt --hotword-baseline plain.jsonl
 
 exit status: 0 on success, 1 when an input is unusable (or --missing error finds a missing hypothesis).
 """
@@ -81,6 +89,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="per-utterance blocks (official --v=1 layout for cer/wer)")
     parser.add_argument("--json", metavar="OUT.json", default=None,
                         help="also write the full report (summary + per-utterance) as JSON; '-' = stdout only")
+    parser.add_argument("--hotwords", type=Path, metavar="FILE", default=None,
+                        help="score this phrase list too (one phrase per line, optional <TAB>weight, ignored): "
+                             "hotword recall, false alarms, precision")
+    parser.add_argument("--hotword-baseline", type=Path, metavar="HYP", default=None,
+                        help="with --hotwords: hypotheses decoded without them; adds the recall of the spoken "
+                             "phrases they missed")
     parser.set_defaults(func=run)
     return parser
 
@@ -92,9 +106,14 @@ def run(args: argparse.Namespace) -> int:
         metric = resolve_metric(args.metric, task)
         refs = read_references(args.ref, task)
         hyps = read_hypotheses(args.hyp, task)
+        if args.hotword_baseline is not None and args.hotwords is None:
+            raise EvaluationError("--hotword-baseline needs --hotwords")
+        phrases = hotword_phrases(read_hotwords_file(args.hotwords)) if args.hotwords is not None else None
+        baseline = read_hypotheses(args.hotword_baseline, task).texts if args.hotword_baseline is not None else None
         report = evaluate(refs, hyps.texts, metric=metric, normalize=args.normalize,
-                          case_sensitive=args.case_sensitive, missing=args.missing, failed=hyps.failed)
-    except (EvaluationError, OSError, UnicodeDecodeError) as exc:
+                          case_sensitive=args.case_sensitive, missing=args.missing, failed=hyps.failed,
+                          hotwords=phrases, baseline=baseline)
+    except (EvaluationError, HotwordError, OSError, UnicodeDecodeError) as exc:
         print(f"mooer eval: error: {exc}", file=sys.stderr)
         return 1
     if args.json == "-":

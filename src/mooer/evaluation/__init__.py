@@ -11,11 +11,12 @@ Typical use::
 
 Modules: :mod:`~mooer.evaluation.wer` (tokenisation, alignment, official output),
 :mod:`~mooer.evaluation.bleu` (sacreBLEU), :mod:`~mooer.evaluation.io` (readers),
-:mod:`~mooer.evaluation.pairing` (missing-hypothesis policy), :mod:`~mooer.evaluation.report`
-(:func:`evaluate` and :class:`EvalReport`).
+:mod:`~mooer.evaluation.pairing` (missing-hypothesis policy), :mod:`~mooer.evaluation.hotwords` (hotword
+recall and false alarms), :mod:`~mooer.evaluation.report` (:func:`evaluate` and :class:`EvalReport`).
 """
 
 from mooer.evaluation.bleu import BleuResult, SentenceScore, score_bleu
+from mooer.evaluation.hotwords import HotwordScore, phrase_in, phrase_pattern, score_hotwords
 from mooer.evaluation.io import (
     REFERENCE_FIELDS,
     SCORED_TASKS,
@@ -57,6 +58,7 @@ __all__ = [
     "ErrorCounts",
     "EvalReport",
     "EvaluationError",
+    "HotwordScore",
     "Hypotheses",
     "METRICS",
     "MISSING_POLICIES",
@@ -76,12 +78,15 @@ __all__ = [
     "evaluate",
     "normalize_text",
     "pair_utterances",
+    "phrase_in",
+    "phrase_pattern",
     "read_hypotheses",
     "read_key_text",
     "read_references",
     "reference_field",
     "resolve_metric",
     "score_bleu",
+    "score_hotwords",
     "score_wer",
     "split_multitask",
     "strip_tags",

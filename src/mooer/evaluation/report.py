@@ -10,16 +10,19 @@ Metrics:
 - ``auto``: ``bleu`` for the ``ast`` task, ``cer`` otherwise.
 
 ``normalize=True`` selects the documented normalised mode of :mod:`mooer.evaluation.wer` (cer/wer only).
+Given a phrase list, every metric's report also carries the hotword scores of
+:mod:`mooer.evaluation.hotwords` (recall, false alarms, and what biasing recovered against a baseline).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal, Union, get_args
 
 from mooer.evaluation.bleu import BleuResult, score_bleu
+from mooer.evaluation.hotwords import HotwordScore, score_hotwords
 from mooer.evaluation.io import Task, check_task
 from mooer.evaluation.pairing import EvaluationError, MissingPolicy, Pairing
 from mooer.evaluation.wer import WerResult, score_wer
@@ -52,6 +55,8 @@ class EvalReport:
     utterances: tuple[dict[str, object], ...]
     #: the scorer's own result (for the official text layout and alignments)
     result: Union[WerResult, BleuResult] = field(repr=False)
+    #: hotword recall and false alarms, when a phrase list was given
+    hotwords: HotwordScore | None = field(default=None, repr=False)
 
     @property
     def pairing(self) -> Pairing:
@@ -72,6 +77,8 @@ class EvalReport:
             body = self.result.format_official(verbose=details)
         else:
             body = self.result.format(verbose=details)
+        if self.hotwords is not None:
+            body += self.hotwords.format()
         return body + self.pairing.describe() + "\n"
 
     def to_dict(self) -> dict[str, object]:
@@ -85,6 +92,7 @@ class EvalReport:
             "failed_keys": list(pairing.failed),
             "extra_keys": list(pairing.extra),
             "utterances": list(self.utterances),
+            **({"hotwords": self.hotwords.to_dict()} if self.hotwords is not None else {}),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -101,13 +109,28 @@ def evaluate(
     case_sensitive: bool = False,
     missing: MissingPolicy = "ignore",
     failed: Collection[str] = (),
+    hotwords: Sequence[str] | None = None,
+    baseline: Mapping[str, str] | None = None,
 ) -> EvalReport:
     """Score ``hyps`` against ``refs`` (``key -> text``) with one metric and return a report.
 
     ``task`` only matters for ``metric="auto"``. ``missing``/``failed``: see
     :mod:`mooer.evaluation.pairing`. ``normalize`` and ``case_sensitive`` apply to cer/wer; BLEU always
-    uses sacreBLEU's defaults (case-sensitive).
+    uses sacreBLEU's defaults (case-sensitive). ``hotwords``: a phrase list to score
+    (:mod:`mooer.evaluation.hotwords`; case folded unless ``case_sensitive``), with ``baseline`` the
+    hypotheses of a decoding without it.
     """
+    report = _evaluate(refs, hyps, metric=metric, task=task, normalize=normalize, case_sensitive=case_sensitive,
+                       missing=missing, failed=failed)
+    if hotwords is None:
+        if baseline is not None:
+            raise EvaluationError("a hotword baseline needs a hotword list")
+        return report
+    score = score_hotwords(report.pairing, hotwords, baseline=baseline, case_sensitive=case_sensitive)
+    return replace(report, hotwords=score)
+
+
+def _evaluate(refs, hyps, *, metric, task, normalize, case_sensitive, missing, failed) -> EvalReport:
     name = resolve_metric(metric, task)
     if name == "bleu":
         if normalize or case_sensitive:

@@ -14,6 +14,8 @@ is why it is always on.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -26,6 +28,7 @@ from mooer.errors import AudioError, ConfigError
 from mooer.features import SAMPLE_RATE, FeatureExtractor, audio_tokens
 from mooer.inference.ctc_prefix import CTCPrefixScorer
 from mooer.inference.engines import Engine, Generation, HFEngine
+from mooer.inference.hotwords import ContextGraph, HotwordBooster, build_graph
 from mooer.prompting import PromptBuilder, collate_tokens, pad_features
 from mooer.tasks import MULTITASK_SEPARATOR, split_multitask
 
@@ -66,6 +69,8 @@ class Pipeline:
         self.features = features
         self.engine: Engine = engine if engine is not None else HFEngine(network)
         self.downsample = network.adapter.k
+        self._graphs: OrderedDict[tuple, ContextGraph] = OrderedDict()  # by (hotwords, weight), newest last
+        self._graphs_lock = threading.Lock()
 
     @property
     def eos_id(self) -> int:
@@ -101,10 +106,33 @@ class Pipeline:
         self.engine.check(options)
 
     @cached_property
+    def token_texts(self) -> list[str]:
+        """Each token's text, by id (decoded once: what the separator and the hotword word edges look at)."""
+        return self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+
+    @cached_property
     def separator_ids(self) -> set[int]:
         """Tokens that contain the asr_ast separator: they end the transcript the CTC head scores."""
-        vocab = self.tokenizer.get_vocab().values()
-        return {i for i in vocab if MULTITASK_SEPARATOR in self.tokenizer.decode([i])}
+        return {i for i, text in enumerate(self.token_texts) if MULTITASK_SEPARATOR in text}
+
+    #: hotword context graphs kept (building one tokenises every spelling of every phrase: the server's
+    #: requests and the batches of one transcribe call reuse it)
+    GRAPH_CACHE = 16
+
+    def hotword_graph(self, options: DecodingOptions) -> ContextGraph:
+        """The context graph of ``options.hotwords`` as this model's tokenizer writes them (cached)."""
+        key = (options.hotwords, options.hotword_weight)
+        with self._graphs_lock:
+            graph = self._graphs.get(key)
+            if graph is not None:
+                self._graphs.move_to_end(key)
+                return graph
+        graph = build_graph(self.tokenizer, options.hotwords, options.hotword_weight, self.token_texts)
+        with self._graphs_lock:
+            self._graphs[key] = graph
+            if len(self._graphs) > self.GRAPH_CACHE:
+                self._graphs.popitem(last=False)
+        return graph
 
     def generate(self, features: Sequence[torch.Tensor], task: str, options: DecodingOptions, *,
                  max_new_tokens: int | None = None, streamer: Any = None,
@@ -137,6 +165,13 @@ class Pipeline:
                 processors.append(CTCPrefixScorer(net.ctc_log_probs(states), lengths, weight, options.num_beams,
                                                   end_ids={net.eos_id}, stop_ids=stop,
                                                   pre_beam=options.ctc_candidates))
+            if options.hotwords:
+                # After joint CTC scoring, so the bonus is one more term of the joint score, added as it is:
+                # the CTC scorer renormalises what it is given (a bonus before it would be scaled by 1 - w
+                # and partly undone by the log-softmax) and returns -inf outside the LLM's pre-beam
+                # candidates, which stay out: a hotword can tip the choice among tokens the models find
+                # plausible but cannot force one that neither proposes.
+                processors.append(HotwordBooster(self.hotword_graph(options)))
             return self.engine.generate(embeds, tokens.attention_mask, options, max_new_tokens=max_new_tokens,
                                         processors=processors, streamer=streamer)
 

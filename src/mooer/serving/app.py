@@ -13,8 +13,9 @@ Endpoints
     - ``language``: validated, not used. MooER has no language switch; ``zh``/``en`` (``zh-CN``,
       ``chinese``, ...) or nothing are accepted, anything else gets 400 ``unsupported_language``.
       ``verbose_json`` echoes it (default ``chinese`` for transcriptions, ``english`` for translations).
-    - ``prompt``: accepted and ignored (MooER's prompts are fixed per task; free text would change the
-      model's behaviour).
+    - ``prompt``: read as **hotwords** (phrases split at commas and newlines; see ``hotwords`` below).
+      MooER's task prompts are fixed, so the field cannot steer the model as free text; a Whisper-style
+      prompt of running text becomes phrases like any list, and a piece longer than 64 characters is a 400.
     - ``temperature``: validated (0–1) and ignored: decoding is deterministic (the ``official`` preset, beam
       search, unless the server was started with another default).
     - ``timestamp_granularities[]``, ``include[]``, ``chunking_strategy``: accepted and ignored. Segments
@@ -23,10 +24,18 @@ Endpoints
       ``{"type": "transcript.text.delta", "delta"}`` then ``{"type": "transcript.text.done", "text"}``,
       decoded with the ``greedy`` preset (the official streaming demo's settings).
 
+    - ``hotwords`` (all three endpoints; not an OpenAI field): phrases to favour while decoding (names,
+      terms; :mod:`mooer.inference.hotwords`), separated by commas or newlines, each optionally followed by
+      ``<TAB>weight``; joined with the phrases of ``prompt``. ``hotword_weight``: the bonus per token
+      (> 0 and <= 20; default :data:`~mooer.decoding.DEFAULT_HOTWORD_WEIGHT`). At most 1,000 phrases of at
+      most 64 characters; an empty phrase, a longer one, more phrases or a weight out of range get 400
+      ``invalid_hotwords`` (a weight that is not a number: 400 ``invalid_value``).
+
 ``POST /v1/mooer/transcribe``
     MooER's own endpoint: ``file``, ``task`` (``asr`` | ``ast`` | ``asr_ast``; default ``asr_ast`` when the
-    model has it), ``preset`` (``official`` | ``greedy``), ``stream``. Returns ``{"text", "asr", "ast",
-    "task", "preset", "duration"}``; with ``stream=true``, events ``{"delta"}`` and a final
+    model has it), ``preset`` (``official`` | ``greedy``), ``stream``, ``hotwords``, ``hotword_weight``.
+    Returns ``{"text", "asr", "ast", "task", "preset", "hotwords" (how many phrases were listed),
+    "duration"}``; with ``stream=true``, events ``{"delta"}`` and a final
     ``{"done": true, "text", "asr", "ast", ...}`` (greedy only, as in the official demo).
 
 ``WS /v1/realtime?intent=transcription``
@@ -67,11 +76,12 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mooer.audio import audio_info, load_audio
-from mooer.features import SAMPLE_RATE
-from mooer.decoding import PRESETS, Result
+from mooer.decoding import DEFAULT_HOTWORD_WEIGHT, PRESETS, DecodingOptions, Result
 from mooer.errors import AudioError
+from mooer.features import SAMPLE_RATE
 from mooer.inference.engines import Generation
 from mooer.inference.guards import compression_ratio
+from mooer.inference.hotwords import HotwordError, check_weight, normalize_hotwords, parse_hotwords
 from mooer.inference.longform import NO_SPEECH, LongFormOptions, transcribe_long
 from mooer.output.subtitles import segments_from_result, to_srt, to_vtt
 from mooer.serving.batcher import MicroBatcher, ServerBusy, TokenStreamer
@@ -91,6 +101,9 @@ FORM_ALLOWANCE = 64 * 1024
 DRAIN_LIMIT = 64 * 1024 * 1024
 _REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 _LANGUAGES = {"zh": "chinese", "chinese": "chinese", "en": "english", "english": "english"}
+HOTWORDS_HELP = "phrases to favour (names, terms), separated by commas or newlines; 'phrase<TAB>weight' sets one's weight"
+PROMPT_HELP = "read as hotwords: phrases separated by commas or newlines"
+WEIGHT_HELP = f"bonus per token of a listed phrase, > 0 and <= 20 (default {DEFAULT_HOTWORD_WEIGHT:g})"
 
 __all__ = ["create_app", "ApiError"]
 
@@ -250,6 +263,30 @@ def _check_temperature(temperature: float | None) -> None:
                        code="invalid_value", param="temperature")
 
 
+def _options(preset: str, hotwords: str | None = None, prompt: str | None = None,
+             hotword_weight: float | None = None) -> DecodingOptions:
+    """The decoding options of a request: the preset plus its hotwords (``prompt``'s phrases are hotwords
+    too); 400 ``invalid_hotwords`` naming the field for a list past the limits or a bad weight."""
+    try:
+        listed = parse_hotwords(hotwords, "hotwords")
+    except HotwordError as e:
+        raise ApiError(400, str(e), code="invalid_hotwords", param="hotwords") from None
+    try:
+        listed += parse_hotwords(prompt, "prompt")
+    except HotwordError as e:
+        raise ApiError(400, f"{e} (the prompt is read as hotwords: phrases separated by commas or newlines)",
+                       code="invalid_hotwords", param="prompt") from None
+    try:
+        listed = normalize_hotwords(listed, "hotwords and prompt")
+    except HotwordError as e:
+        raise ApiError(400, str(e), code="invalid_hotwords", param="hotwords") from None
+    try:
+        weight = None if hotword_weight is None else check_weight(hotword_weight, "hotword_weight")
+    except HotwordError as e:
+        raise ApiError(400, str(e), code="invalid_hotwords", param="hotword_weight") from None
+    return PRESETS[preset].replace(hotwords=listed, hotword_weight=weight)
+
+
 def _check_format(response_format: str | None) -> str:
     fmt = (response_format or "json").strip().lower()
     if fmt not in RESPONSE_FORMATS:
@@ -333,9 +370,9 @@ class _Service:
         return await run_in_threadpool(self._featurize, name, data)
 
     # ---------------------------------------------------------------------------------------- decode
-    def submit(self, item: _Upload, task: str, preset: str, streamer: Any = None):
+    def submit(self, item: _Upload, task: str, options: DecodingOptions, streamer: Any = None):
         try:
-            return self.batcher.submit(item.features, task, PRESETS[preset], streamer=streamer)
+            return self.batcher.submit(item.features, task, options, streamer=streamer)
         except ServerBusy as e:
             self.metrics.rejected.labels("busy").inc()
             raise ApiError.busy(e) from None
@@ -360,21 +397,21 @@ class _Service:
             raise ApiError.busy(e) from None
         return [f.result(timeout=self.settings.timeout_s).ids for f in futures]
 
-    def _run_long(self, item: _Upload, task: str, preset: str) -> Result:
+    def _run_long(self, item: _Upload, task: str, options: DecodingOptions) -> Result:
         return transcribe_long(self.model.pipeline, item.data, key=Path(item.name).stem, name=item.name,
-                               duration=item.duration, task=task, options=PRESETS[preset],
+                               duration=item.duration, task=task, options=options,
                                batch_size=self.settings.max_batch_size, long_form=self.long_form,
                                decode=self._decode_segments)
 
-    async def run(self, upload: UploadFile | None, task: str, preset: str) -> Result:
+    async def run(self, upload: UploadFile | None, task: str, options: DecodingOptions) -> Result:
         """Featurise, decode in a batch, and build the result, all within the request timeout."""
         async def work() -> Result:
             item = await self.featurize(upload)
             if item.no_speech:
                 return self.silent(item, task)
             if item.features is None:
-                return await run_in_threadpool(self._run_long, item, task, preset)
-            generation = await asyncio.wrap_future(self.submit(item, task, preset))  # cancelled with this task
+                return await run_in_threadpool(self._run_long, item, task, options)
+            generation = await asyncio.wrap_future(self.submit(item, task, options))  # cancelled with this task
             return self.result(item, task, generation)
 
         started = time.monotonic()
@@ -390,9 +427,9 @@ class _Service:
             raise ApiError(504, f"The request took longer than {self.settings.timeout_s:g} s.",
                            code="timeout") from None
 
-    def stream(self, item: _Upload, task: str,
+    def stream(self, item: _Upload, task: str, options: DecodingOptions,
                events: Callable[[Result | None, str | None, dict | None], dict]) -> StreamingResponse:
-        """Token streaming (greedy) as server-sent events; ``events`` shapes each payload.
+        """Token streaming (``options``: greedy) as server-sent events; ``events`` shapes each payload.
 
         ``events(None, delta, None)`` is a text piece, ``events(result, None, None)`` the final event and
         ``events(None, None, error)`` a failure after the response started.
@@ -407,7 +444,7 @@ class _Service:
                                 f"{self.long_form.vad.max_segment_s:g} s; send longer ones without stream.",
                            code="audio_too_long_for_stream", param="stream")
         streamer = TokenStreamer(self.model.tokenizer, timeout=self.settings.timeout_s)
-        future = self.submit(item, task, "greedy", streamer)
+        future = self.submit(item, task, options, streamer)
 
         async def generate() -> AsyncIterator[bytes]:
             try:
@@ -539,11 +576,13 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
         return _model_card()
 
     async def openai_audio(task: str, file: UploadFile | None, response_format: str | None,
-                           language: str | None, temperature: float | None, stream: bool) -> Response:
+                           language: str | None, temperature: float | None, stream: bool, prompt: str | None,
+                           hotwords: str | None, hotword_weight: float | None) -> Response:
         fmt = _check_format(response_format)
         language_name = _check_language(language) or ("english" if task == "ast" else "chinese")
         _check_temperature(temperature)
         service.check_task(task)
+        options = _options("greedy" if stream else settings.default_preset, hotwords, prompt, hotword_weight)
         if stream:
             item = await service.within_timeout(service.featurize(file))
 
@@ -554,8 +593,8 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
                     return {"type": "transcript.text.delta", "delta": delta}
                 return {"type": "transcript.text.done", "text": result.text}
 
-            return service.stream(item, task, event)
-        result = await service.run(file, task, settings.default_preset)
+            return service.stream(item, task, options, event)
+        result = await service.run(file, task, options)
         if fmt == "json":
             return JSONResponse({"text": result.text})
         if fmt == "text":
@@ -573,24 +612,30 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
         file: UploadFile | None = File(None, description="the audio file (any format FFmpeg reads)"),
         model_: str | None = Form(None, alias="model", description="accepted, whatever the value"),
         language: str | None = Form(None, description="zh or en; validated, not used"),
-        prompt: str | None = Form(None, description="accepted and ignored"),
+        prompt: str | None = Form(None, description=PROMPT_HELP),
         response_format: str | None = Form("json"),
         temperature: float | None = Form(None, description="0-1; ignored: decoding is deterministic"),
         stream: bool = Form(False, description="server-sent events (greedy decoding)"),
+        hotwords: str | None = Form(None, description=HOTWORDS_HELP),
+        hotword_weight: float | None = Form(None, description=WEIGHT_HELP),
     ) -> Response:
         """Speech → text in the spoken language (MooER task ``asr``)."""
-        return await openai_audio("asr", file, response_format, language, temperature, stream)
+        return await openai_audio("asr", file, response_format, language, temperature, stream, prompt, hotwords,
+                                  hotword_weight)
 
     @app.post("/v1/audio/translations")
     async def translations(
         file: UploadFile | None = File(None, description="the audio file (any format FFmpeg reads)"),
         model_: str | None = Form(None, alias="model", description="accepted, whatever the value"),
-        prompt: str | None = Form(None, description="accepted and ignored"),
+        prompt: str | None = Form(None, description=PROMPT_HELP),
         response_format: str | None = Form("json"),
         temperature: float | None = Form(None, description="0-1; ignored: decoding is deterministic"),
+        hotwords: str | None = Form(None, description=HOTWORDS_HELP),
+        hotword_weight: float | None = Form(None, description=WEIGHT_HELP),
     ) -> Response:
         """Chinese speech → English text (MooER task ``ast``)."""
-        return await openai_audio("ast", file, response_format, None, temperature, False)
+        return await openai_audio("ast", file, response_format, None, temperature, False, prompt, hotwords,
+                                  hotword_weight)
 
     @app.post("/v1/mooer/transcribe")
     async def mooer_transcribe(
@@ -598,6 +643,8 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
         task: str | None = Form(None, description=f"asr, ast or asr_ast (default: {default_task})"),
         preset: str | None = Form(None, description="official (beam 4) or greedy; streaming is greedy"),
         stream: bool = Form(False, description="token streaming as server-sent events"),
+        hotwords: str | None = Form(None, description=HOTWORDS_HELP),
+        hotword_weight: float | None = Form(None, description=WEIGHT_HELP),
     ) -> Response:
         """Transcript and translation together (multitask model), optionally streamed token by token."""
         task = service.check_task(task or default_task)
@@ -608,12 +655,13 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
             raise ApiError(400, "Streaming decodes greedily (as the official demo does): use preset=greedy "
                                 "or leave it out.", code="invalid_value", param="preset")
         preset = preset or ("greedy" if stream else settings.default_preset)
+        options = _options(preset, hotwords, None, hotword_weight)
 
         def payload(result: Result) -> dict:
             asr = result.asr if task == "asr_ast" else (result.text if task == "asr" else None)
             ast = result.ast if task == "asr_ast" else (result.text if task == "ast" else None)
             return {"text": result.text, "asr": asr, "ast": ast, "task": task, "preset": preset,
-                    "duration": result.duration}
+                    "hotwords": len(options.hotwords), "duration": result.duration}
 
         if stream:
             item = await service.within_timeout(service.featurize(file))
@@ -625,8 +673,8 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
                     return {"delta": delta}
                 return {"done": True, **payload(result)}
 
-            return service.stream(item, task, event)
-        return JSONResponse(payload(await service.run(file, task, preset)))
+            return service.stream(item, task, options, event)
+        return JSONResponse(payload(await service.run(file, task, options)))
 
     return app
 

@@ -9,7 +9,8 @@ const $ = (id) => document.getElementById(id);
 const el = {
   record: $("record"), recordLabel: $("record-label"), recordTime: $("record-time"), micNote: $("mic-note"),
   file: $("file-input"), fileLabel: $("file-label"), drop: $("drop"), preview: $("preview"),
-  task: $("task"), stream: $("stream"), apiKey: $("api-key"), go: $("transcribe"), status: $("status"),
+  task: $("task"), stream: $("stream"), hotwords: $("hotwords"), apiKey: $("api-key"), go: $("transcribe"),
+  status: $("status"),
   result: $("result"), error: $("error"), asrBox: $("asr-box"), astBox: $("ast-box"),
   asr: $("asr-text"), ast: $("ast-text"), meta: $("meta"), info: $("server-info"),
   live: $("live"), liveLabel: $("live-label"), liveStatus: $("live-status"),
@@ -35,6 +36,8 @@ function restorePrefs() {
   el.apiKey.value = localStorage.getItem("mooer.key") || "";
   el.task.value = localStorage.getItem("mooer.task") || el.task.value;
   el.stream.checked = localStorage.getItem("mooer.stream") === "1";
+  el.hotwords.value = localStorage.getItem("mooer.hotwords") || "";
+  el.hotwords.addEventListener("change", () => localStorage.setItem("mooer.hotwords", el.hotwords.value));
   el.apiKey.addEventListener("change", () => localStorage.setItem("mooer.key", el.apiKey.value));
   el.task.addEventListener("change", () => { localStorage.setItem("mooer.task", el.task.value); layout(); });
   el.stream.addEventListener("change", () => localStorage.setItem("mooer.stream", el.stream.checked ? "1" : "0"));
@@ -184,6 +187,7 @@ async function transcribe() {
   form.append("file", state.audio, state.name);
   form.append("task", task);
   form.append("stream", streaming ? "true" : "false");
+  if (el.hotwords.value.trim()) form.append("hotwords", el.hotwords.value.trim());
   const headers = {};
   if (el.apiKey.value) headers.Authorization = `Bearer ${el.apiKey.value}`;
 
@@ -215,7 +219,8 @@ async function transcribe() {
     }
     show(task, final.asr, final.ast);
     const secs = ((performance.now() - t0) / 1000).toFixed(2);
-    el.meta.textContent = `${final.duration} s of audio · ${final.preset} decoding · ${secs} s`;
+    const listed = final.hotwords ? ` · ${final.hotwords} hotword${final.hotwords === 1 ? "" : "s"}` : "";
+    el.meta.textContent = `${final.duration} s of audio · ${final.preset} decoding${listed} · ${secs} s`;
     el.result.dataset.state = "done";
     setStatus("Done.");
   } catch (e) {

@@ -1,0 +1,111 @@
+"""Decoding speed with hotword lists of 10, 100 and 1,000 phrases against none, in one run.
+
+The bundled demo model decodes the same utterances (the first ``--utterances`` of the recipe's ordinary
+test split, zh and en, which speak none of the phrases) with each list; rounds alternate between the lists
+(this machine is shared and noisy) and the median of each is compared with the median without hotwords.
+Two settings: the default (``official`` preset: beam 4, joint CTC decoding) and greedy LLM-only decoding
+(``greedy``, ``ctc_weight 0``: the cheapest steps, so the largest share for the booster). Generated tokens
+are counted too, since biasing may change the outputs' lengths. The lists: the 240 terms of the recipe's
+hotword set, then words and four-character pieces of ``extra_sentences3.tsv`` (training text).
+
+    python benchmarks/bench_hotwords.py --test recipes/synthetic/data/test.jsonl \\
+        --phrases recipes/synthetic/data/hotwords/phrases.txt --utterances 96 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from mooer.api import MooER
+from mooer.data.manifest import read_manifest
+from mooer.decoding import get_preset
+from mooer.inference.hotwords import MAX_HOTWORD_CHARS, read_hotwords_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def phrase_pool(terms: list[str], sentences: Path, size: int) -> list[str]:
+    """``size`` distinct phrases: the terms first, then words and 4-character pieces of the sentences."""
+    pool = dict.fromkeys(terms)
+    for line in sentences.read_text(encoding="utf-8").splitlines():
+        if len(pool) >= size:
+            break
+        _, zh, en = line.split("\t")
+        for word in re.findall(r"[A-Za-z]{7,}", en):
+            pool.setdefault(word)
+        cjk = "".join(re.findall(r"[\u4e00-\u9fff]", zh))
+        for i in range(0, len(cjk) - 3, 4):
+            pool.setdefault(cjk[i : i + 4])
+    phrases = [p for p in pool if len(p) <= MAX_HOTWORD_CHARS][:size]
+    if len(phrases) < size:
+        raise SystemExit(f"only {len(phrases)} phrases")
+    return phrases
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--test", type=Path, default=ROOT / "recipes/synthetic/data/test.jsonl")
+    ap.add_argument("--phrases", type=Path, default=ROOT / "recipes/synthetic/data/hotwords/phrases.txt")
+    ap.add_argument("--sentences", type=Path, default=ROOT / "recipes/synthetic/extra_sentences3.tsv")
+    ap.add_argument("--utterances", type=int, default=96)
+    ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    utts = read_manifest(args.test).utterances
+    utts = utts[:: max(1, len(utts) // args.utterances)][: args.utterances]
+    paths = [str(u.audio) for u in utts]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    pool = phrase_pool([str(p) for p in read_hotwords_file(args.phrases)], args.sentences, max(sizes))
+    model = MooER.from_pretrained(None)
+    settings = {"official (beam 4, joint CTC)": get_preset("official"),
+                "greedy, LLM only": get_preset("greedy").replace(ctc_weight=0.0)}
+    rows = []
+    for name, base in settings.items():
+        configs = {0: base, **{n: base.replace(hotwords=tuple(pool[:n])) for n in sizes}}
+        build = {}
+        for n, options in configs.items():  # warm-up; the first use of a list builds (and caches) its graph
+            t0 = time.perf_counter()
+            if n:
+                model.pipeline.hotword_graph(options)
+            build[n] = time.perf_counter() - t0
+            model.transcribe(paths[:2], decoding=options, batch_size=args.batch_size)
+        times: dict[int, list[float]] = {n: [] for n in configs}
+        tokens: dict[int, int] = {}
+        for _ in range(args.rounds):
+            for n, options in configs.items():
+                t0 = time.perf_counter()
+                results = model.transcribe(paths, decoding=options, batch_size=args.batch_size)
+                times[n].append(time.perf_counter() - t0)
+                tokens[n] = sum(len(r.token_ids) for r in results)
+        none = statistics.median(times[0])
+        for n in configs:
+            med = statistics.median(times[n])
+            row = {"setting": name, "phrases": n, "median_s": round(med, 2), "runs": [round(t, 2) for t in times[n]],
+                   "ratio": round(med / none, 3), "tokens": tokens[n],
+                   "ratio_per_token": round((med / tokens[n]) / (none / tokens[0]), 3),
+                   "graph_build_s": round(build[n], 3)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(f"\n{len(paths)} utterances, batch {args.batch_size}, {args.rounds} rounds, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}\n")
+    print("| setting | phrases | median s | × none | tokens | × none per token | graph build s |\n"
+          "|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['setting']} | {r['phrases']} | {r['median_s']:.2f} | {r['ratio']:.3f} | {r['tokens']} | "
+              f"{r['ratio_per_token']:.3f} | {r['graph_build_s']:.3f} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Hotword quality of the bundled demo model: recall, false alarms and CER/WER, over a sweep of weights.
+
+Decodes the hotword set of ``recipes/synthetic`` (``make_hotword_set.py``: dev and test, zh and en, each
+utterance speaking one listed term) and, for false alarms on speech that says none of the terms, one of
+the recipe's ordinary splits, once without hotwords (the baseline) and once per weight with the whole
+phrase list (``phrases.txt``, 240 terms). The dev splits choose the default weight, the test splits
+report. Scores come from :func:`mooer.evaluation.evaluate`, as
+``mooer eval --hotwords ... --hotword-baseline ...`` prints them: zh CER (official scorer), en WER
+(normalised, as the recipe reports it).
+
+    python benchmarks/hotword_sweep.py --hotword-set recipes/synthetic/data/hotwords --splits dev \\
+        --ordinary recipes/synthetic/data/dev.jsonl --weights 2,3,4 --ordinary-weights 2,3,4 --json dev.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from mooer.api import MooER
+from mooer.data.manifest import read_manifest
+from mooer.decoding import get_preset
+from mooer.evaluation import evaluate
+from mooer.inference.hotwords import hotword_phrases, read_hotwords_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def decode(model: MooER, utts, options) -> tuple[dict[str, str], float, int]:
+    """key → text, seconds, tokens generated."""
+    t0 = time.perf_counter()
+    results = model.transcribe([str(u.audio) for u in utts], keys=[u.id for u in utts], decoding=options,
+                               task="asr")
+    seconds = time.perf_counter() - t0
+    bad = [r for r in results if r.error]
+    if bad:
+        raise SystemExit(f"{len(bad)} inputs failed, e.g. {bad[0].error}")
+    return {r.key: r.text for r in results}, seconds, sum(len(r.token_ids) for r in results)
+
+
+def score(refs: dict[str, str], hyps: dict[str, str], lang: str, phrases, baseline) -> dict:
+    report = evaluate(refs, hyps, metric="cer" if lang == "zh" else "wer", normalize=lang == "en",
+                      hotwords=phrases, baseline=baseline)
+    return {"error_rate": round(report.score, 2), **report.hotwords.summary()}
+
+
+def sweep(model: MooER, name: str, utts, weights, phrases, preset: str, save: Path | None) -> list[dict]:
+    rows = []
+    for lang in ("zh", "en"):
+        subset = [u for u in utts if u.lang == lang]
+        if not subset:
+            continue
+        refs = {u.id: u.text for u in subset}
+        baseline = None
+        for weight in [0.0, *weights]:
+            options = get_preset(preset)
+            if weight:
+                options = options.replace(hotwords=phrases, hotword_weight=weight)
+            hyps, seconds, tokens = decode(model, subset, options)
+            baseline = baseline or hyps
+            if save is not None:
+                save.mkdir(parents=True, exist_ok=True)
+                with open(save / f"{name.replace(' ', '_')}_{lang}_w{weight:g}.tsv", "w", encoding="utf-8") as f:
+                    f.writelines(f"{k}\t{refs[k]}\t{hyps[k]}\n" for k in refs)
+            row = {"set": name, "lang": lang, "weight": weight, "utterances": len(subset),
+                   "seconds": round(seconds, 1), "tokens": tokens,
+                   **score(refs, hyps, lang, hotword_phrases(phrases), baseline)}
+            rows.append(row)
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| set | lang | weight | CER/WER % | recall % | recall of baseline misses % | false alarms "
+            "(rate %, utterances) | precision % |\n|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        missed = f"{r['recovered_recall']:.1f} ({r['recovered']}/{r['baseline_missed']})" if r["weight"] else "–"
+        recall = f"{r['recall']:.1f} ({r['hits']}/{r['spoken']})" if r["spoken"] else "–"
+        lines.append(f"| {r['set']} | {r['lang']} | {r['weight']:g} | {r['error_rate']:.2f} | {recall} | {missed} | "
+                     f"{r['false_alarms']} ({r['false_alarm_rate']:.3f}, {r['utterances_with_false_alarms']}/"
+                     f"{r['utterances']}) | {'–' if r['precision'] is None else format(r['precision'], '.1f')} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hotword-set", type=Path, default=ROOT / "recipes/synthetic/data/hotwords",
+                    help="output of make_hotword_set.py (dev.jsonl, test.jsonl, phrases.txt)")
+    ap.add_argument("--splits", default="dev,test", help="hotword-set splits to decode (default: dev,test)")
+    ap.add_argument("--ordinary", type=Path, default=None,
+                    help="an ordinary split of the recipe (dev.jsonl or test.jsonl): false alarms and CER/WER on "
+                         "speech without the terms (default: skipped)")
+    ap.add_argument("--weights", default="1,2,3,4,5,6", help="hotword weights on the hotword set")
+    ap.add_argument("--ordinary-weights", default="3,4,5", help="hotword weights on the ordinary split")
+    ap.add_argument("--preset", default="official")
+    ap.add_argument("--json", type=Path, default=None, help="write every row here")
+    ap.add_argument("--save", type=Path, default=None, help="write key, reference, hypothesis of every decoding here")
+    args = ap.parse_args()
+    model = MooER.from_pretrained(None)
+    phrases = read_hotwords_file(args.hotword_set / "phrases.txt")
+    rows = []
+    for split in args.splits.split(","):
+        utts = read_manifest(args.hotword_set / f"{split}.jsonl").utterances
+        rows += sweep(model, f"hotwords {split}", utts, [float(w) for w in args.weights.split(",")], phrases,
+                      args.preset, args.save)
+    if args.ordinary is not None:
+        utts = read_manifest(args.ordinary).utterances
+        rows += sweep(model, f"ordinary {args.ordinary.stem}", utts,
+                      [float(w) for w in args.ordinary_weights.split(",")], phrases, args.preset, args.save)
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
