@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from mooer.inference.hotwords import check_weight, normalize_hotwords
 
 #: bonus per token of a listed hotword (:mod:`mooer.inference.hotwords`; tuned on the demo model's hotword dev
 #: set, see benchmarks/RESULTS_hotwords.md)
@@ -44,6 +43,9 @@ class DecodingOptions:
     hotword_weight: float = DEFAULT_HOTWORD_WEIGHT
 
     def __post_init__(self) -> None:
+        # imported here: the hotword module needs torch, and importing mooer must stay light
+        from mooer.inference.hotwords import check_weight, normalize_hotwords
+
         if self.num_beams < 1:
             raise ValueError("num_beams must be >= 1")
         if self.max_new_tokens < 1:

@@ -50,9 +50,10 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
-from typing import Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made: validating options (DecodingOptions) needs none
+    import torch
 
 __all__ = [
     "MAX_HOTWORDS", "MAX_HOTWORD_CHARS", "MAX_HOTWORD_WEIGHT", "HotwordError", "Hotword", "parse_hotwords",
@@ -201,6 +202,8 @@ class ContextGraph:
 
     def __init__(self, sequences: Iterable[tuple], word_start: frozenset[int] = frozenset(),
                  word_end: frozenset[int] = frozenset()):
+        import torch
+
         self.word_start = frozenset(word_start)
         self.word_end = frozenset(word_end)
         self._children: list[dict[int, int]] = [{}]
@@ -321,6 +324,8 @@ class ContextGraph:
 
     def word_mask(self, vocab: int) -> torch.Tensor:
         """(vocab,) 1 at the tokens that continue a word (``word_start``), else 0."""
+        import torch
+
         mask = self._masks.get(vocab)
         if mask is None:
             mask = self._masks[vocab] = torch.zeros(vocab)
@@ -331,6 +336,8 @@ class ContextGraph:
         """The tokens leaving a non-root ``state`` or a non-root state on its failure chain (the first found
         wins, as in :meth:`next_state`), and per token its bonus less what :class:`HotwordBooster` gives every
         row in this state (``-pending``, and the root's bonus unless ``after_word`` bars the token)."""
+        import torch
+
         key = (state, after_word)
         cached = self._arcs.get(key)
         if cached is not None:
@@ -427,6 +434,8 @@ class HotwordBooster:
         return out
 
     def _on(self, key: Any, scores: torch.Tensor, make: Any) -> Any:
+        import torch
+
         value = self._tensors.get(key)
         if value is None:
             value = self._tensors[key] = tuple(t.to(scores.device, t.dtype if t.dtype == torch.long else scores.dtype)
@@ -434,6 +443,8 @@ class HotwordBooster:
         return value
 
     def __call__(self, generated: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
         graph = self.graph
         prefixes = [tuple(row) for row in generated.tolist()]
         states = self.states(prefixes)
