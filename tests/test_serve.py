@@ -223,7 +223,7 @@ def test_mooer_endpoint_returns_asr_and_ast(http, expected):
         assert r.status_code == 200, r.text
         body = r.json()
         assert body == {"text": ref.text, "asr": ref.asr, "ast": ref.ast, "task": "asr_ast", "preset": "official",
-                        "duration": ref.duration}
+                        "hotwords": 0, "duration": ref.duration}
     for task in ("asr", "ast"):
         ref = expected["zh2", task, "greedy"]
         r = http.post("/v1/mooer/transcribe", files={"file": ("zh2.wav", wav("zh2").read_bytes())},
@@ -408,7 +408,7 @@ def test_prompt_and_hotwords_reach_the_decoder(server, model, client, http):
         assert recorder.options[-1].hotwords == listed and out.text == lib["ast", "official"].text
         audio = {"file": ("zh1.wav", wav("zh1").read_bytes())}
         r = http.post("/v1/mooer/transcribe", files=audio, data={"task": "asr", "hotwords": ",".join(listed)})
-        assert r.status_code == 200 and r.json()["asr"] == lib["asr", "official"].text
+        assert r.status_code == 200 and r.json()["asr"] == lib["asr", "official"].text and r.json()["hotwords"] == 2
         r = http.post("/v1/audio/transcriptions", files=audio, data={"hotwords": phrase, "prompt": "别的词",
                                                                      "hotword_weight": "5"})
         assert recorder.options[-1].hotwords == listed and recorder.options[-1].hotword_weight == 5.0
