@@ -77,7 +77,8 @@ def table(rows: list[dict]) -> str:
             "(rate %, utterances) | precision % |\n|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
-        missed = f"{r['recovered_recall']:.1f} ({r['recovered']}/{r['baseline_missed']})" if r["weight"] else "–"
+        missed = (f"{r['recovered_recall']:.1f} ({r['recovered']}/{r['baseline_missed']})"
+                  if r["weight"] and r["baseline_missed"] else "–")
         recall = f"{r['recall']:.1f} ({r['hits']}/{r['spoken']})" if r["spoken"] else "–"
         lines.append(f"| {r['set']} | {r['lang']} | {r['weight']:g} | {r['error_rate']:.2f} | {recall} | {missed} | "
                      f"{r['false_alarms']} ({r['false_alarm_rate']:.3f}, {r['utterances_with_false_alarms']}/"
@@ -110,9 +111,9 @@ def main() -> None:
         utts = read_manifest(args.ordinary).utterances
         rows += sweep(model, f"ordinary {args.ordinary.stem}", utts,
                       [float(w) for w in args.ordinary_weights.split(",")], phrases, args.preset, args.save)
-    print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(table(rows))
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ examples:
   mooer transcribe call.wav --hotwords "张伟, Kubernetes, 高德地图"            # favour names and terms
   mooer transcribe --scp wav.scp --hotwords-file terms.txt --hotword-weight 4 -f jsonl -o hyp.jsonl
 
-hotwords: decoding favours the listed phrases (each token that extends a listed phrase earns
---hotword-weight; the bonus is taken back when the phrase is not finished). --hotwords takes phrases
+hotwords: decoding favours the listed phrases (a phrase earns --hotword-weight per token, paid as its
+tokens are written and taken back when it is not finished). --hotwords takes phrases
 separated by commas or newlines, --hotwords-file one phrase per line, optionally '<TAB>weight' for its own
 weight; both may be given. At most 1,000 phrases of at most 64 characters.
 
