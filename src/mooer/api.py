@@ -75,7 +75,7 @@ def default_key(name: str, index: int) -> str:
 class MooER:
     """A loaded MooER model: feature extractor, network, tokenizer and prompts."""
 
-    def __init__(self, loaded: Loaded, engine: str = "hf"):
+    def __init__(self, loaded: Loaded, engine: str = "hf", engine_options: dict | None = None):
         self.loaded = loaded
         self.network = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -83,7 +83,7 @@ class MooER:
         self.prompts = PromptBuilder(loaded.tokenizer, loaded.prompts)
         self.default_task = loaded.default_task
         self.pipeline = Pipeline(self.network, self.tokenizer, self.prompts, self.features,
-                                 make_engine(engine, self.network))
+                                 make_engine(engine, self.network, self.tokenizer, **(engine_options or {})))
         self.last_stats: TranscribeStats | None = None  # what the latest transcribe() did (padding, timing)
 
     # ------------------------------------------------------------------------------------------ loading
@@ -101,6 +101,7 @@ class MooER:
         quantize: str | None = None,
         compile: bool = False,
         engine: str = "hf",
+        engine_options: dict | None = None,
     ) -> "MooER":
         """Load an official release directory or a mooer model directory (None = the bundled default).
 
@@ -110,14 +111,16 @@ class MooER:
         ``attn_implementation`` is the LLM's attention kernel (None = the transformers default, ``"sdpa"``).
         Speed options (see :mod:`mooer.inference.speed`): ``quantize="int8"`` (CPU, not exact) and ``compile=True``
         (CUDA: static KV cache + torch.compile, not exact). ``engine``: the decoding engine
-        (:mod:`mooer.inference.engines`; ``"hf"`` = Hugging Face ``generate``).
+        (:mod:`mooer.inference.engines`): ``"hf"`` = Hugging Face ``generate`` (every option), ``"vllm"`` = vLLM
+        (greedy and sampling; :mod:`mooer.inference.vllm_engine`), with ``engine_options`` its settings.
         """
         if path is None:
             from mooer.assets import default_model_path
 
             path = default_model_path()
         model = cls(load_checkpoint(path, variant=variant, llm=llm, device=device, dtype=dtype,
-                                    attn_implementation=attn_implementation, encoder=encoder), engine=engine)
+                                    attn_implementation=attn_implementation, encoder=encoder), engine=engine,
+                    engine_options=engine_options)
         if quantize:
             from mooer.inference.speed import quantize_llm
 

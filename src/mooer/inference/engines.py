@@ -14,7 +14,8 @@ The decoder interface is small so that a second engine (vLLM) can be added witho
   the hotword booster follow it, so any engine that calls them per step can run them.
 * ``streamer``: optional ``put(ids)``/``end()`` object (Hugging Face's streamer protocol), batch of one.
 
-:class:`HFEngine` runs Hugging Face ``generate`` (greedy, beam search, sampling).
+:class:`HFEngine` runs Hugging Face ``generate`` (greedy, beam search, sampling);
+:class:`~mooer.inference.vllm_engine.VLLMEngine` runs vLLM (greedy and sampling; an optional extra).
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class HFEngine:
     greedy, beam search with the shared prefill, sampling; every option of :class:`DecodingOptions`."""
 
     name = "hf"
+    joint_ctc = True  # runs the CTC prefix scorer
 
     def __init__(self, network: Any):
         self.network = network
@@ -128,11 +130,18 @@ class HFEngine:
         return [Generation(ids, recorder.logprobs(i, ids)) for i, ids in enumerate(rows)]
 
 
-ENGINES = ("hf",)
+ENGINES = ("hf", "vllm")
 
 
-def make_engine(name: str, network: Any, **kwargs: Any) -> Engine:
-    """The engine called ``name`` for this network."""
+def make_engine(name: str, network: Any, tokenizer: Any = None, **kwargs: Any) -> Engine:
+    """The engine called ``name`` for this network (``kwargs``: the engine's own settings, e.g.
+    ``max_model_len`` for vllm)."""
     if name == "hf":
+        if kwargs:
+            raise ConfigError(f"the hf engine takes no engine settings, got {sorted(kwargs)}")
         return HFEngine(network)
+    if name == "vllm":
+        from mooer.inference.vllm_engine import VLLMEngine
+
+        return VLLMEngine(network, tokenizer, **kwargs)
     raise ConfigError(f"unknown decoding engine {name!r}; choose one of {list(ENGINES)}")

@@ -206,6 +206,7 @@ class ContextGraph:
 
         self.word_start = frozenset(word_start)
         self.word_end = frozenset(word_end)
+        self.source: tuple | None = None  # (hotwords, default weight) when built by build_graph
         self._children: list[dict[int, int]] = [{}]
         self._token_score = [0.0]  # what a token extending a match earns (the largest of its phrases')
         self._total = [0.0]  # at a phrase's last node: what the completed phrase earns (the largest)
@@ -398,7 +399,9 @@ def build_graph(tokenizer: Any, hotwords: Sequence[Hotword], weight: float,
             sizes = [1] * len(seq)
         sequences.append((seq, [total * k / sum(sizes) for k in sizes], total))
     starts, ends = word_edges(token_texts) if token_texts is not None else (frozenset(), frozenset())
-    return ContextGraph(sequences, starts, ends)
+    graph = ContextGraph(sequences, starts, ends)
+    graph.source = (tuple(hotwords), float(weight))  # what it was built from (HotwordBooster.spec)
+    return graph
 
 
 # ------------------------------------------------------------------------------------------- the booster
@@ -432,6 +435,15 @@ class HotwordBooster:
             out.append(state)
         self._states = current
         return out
+
+    def spec(self, item: int) -> dict:
+        """The booster as plain data for batch item ``item`` (engines that rebuild it in another process:
+        :mod:`mooer.inference.request_processors`)."""
+        if self.graph.source is None:
+            raise ValueError("this context graph was not built from a hotword list (build_graph)")
+        hotwords, weight = self.graph.source
+        return {"kind": "hotwords", "hotwords": [list(h) if isinstance(h, tuple) else h for h in hotwords],
+                "weight": weight}
 
     def _on(self, key: Any, scores: torch.Tensor, make: Any) -> Any:
         import torch

@@ -92,8 +92,9 @@ class Pipeline:
     # ---------------------------------------------------------------------------------------- decoding
     def ctc_weight(self, options: DecodingOptions) -> float:
         """The CTC weight of joint decoding these options give with this model (0 = LLM only)."""
-        if options.ctc_weight is None:
-            return DEFAULT_CTC_WEIGHT if self.network.ctc_head is not None else 0.0
+        if options.ctc_weight is None:  # joint decoding where the model and the engine can do it
+            joint = self.network.ctc_head is not None and getattr(self.engine, "joint_ctc", True)
+            return DEFAULT_CTC_WEIGHT if joint else 0.0
         if options.ctc_weight > 0 and self.network.ctc_head is None:
             raise ConfigError(f"ctc_weight {options.ctc_weight}: this model has no CTC head (only models trained "
                               f"with model.ctc_weight > 0 and exported by mooer carry one); use 0")
@@ -134,19 +135,13 @@ class Pipeline:
                 self._graphs.popitem(last=False)
         return graph
 
-    def generate(self, features: Sequence[torch.Tensor], task: str, options: DecodingOptions, *,
-                 max_new_tokens: int | None = None, streamer: Any = None,
-                 forced: Sequence[Sequence[int]] | None = None,
-                 on_encoded: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> list[Generation]:
-        """One model call: pad, encode, adapt, splice, add the logits processors, run the engine.
-
-        ``forced``: per row, token ids fed after the prompt as if the model had written them (e.g. a
-        reference transcript and the asr_ast separator); generation continues from there and returns only
-        the new ids. The CTC head cannot score a forced start, so joint decoding is off then.
-        ``on_encoded(states, lengths)``: called with the encoder's output (B, T6, d) and the rows' valid frames,
-        e.g. to read the CTC head's own transcript (:func:`~mooer.inference.ctc_prefix.ctc_best_path`) from the
-        same encoder pass.
-        """
+    def splice(self, features: Sequence[torch.Tensor], task: str, options: DecodingOptions, *,
+               forced: Sequence[Sequence[int]] | None = None,
+               on_encoded: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, list]:
+        """Pad, encode, adapt and splice one batch: ``(embeds (B, S, D), attention_mask (B, S), processors)``,
+        what an engine decodes (:meth:`generate` hands them to this pipeline's engine; the server's vLLM queue
+        submits rows itself). See :meth:`generate` for ``forced`` and ``on_encoded``."""
         net = self.network
         feats, lengths = pad_features(list(features))
         audio_len = [audio_tokens(int(n), self.downsample) for n in lengths]
@@ -172,7 +167,24 @@ class Pipeline:
                 # candidates, which stay out: a hotword can tip the choice among tokens the models find
                 # plausible but cannot force one that neither proposes.
                 processors.append(HotwordBooster(self.hotword_graph(options)))
-            return self.engine.generate(embeds, tokens.attention_mask, options, max_new_tokens=max_new_tokens,
+        return embeds, tokens.attention_mask, processors
+
+    def generate(self, features: Sequence[torch.Tensor], task: str, options: DecodingOptions, *,
+                 max_new_tokens: int | None = None, streamer: Any = None,
+                 forced: Sequence[Sequence[int]] | None = None,
+                 on_encoded: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> list[Generation]:
+        """One model call: pad, encode, adapt, splice, add the logits processors, run the engine.
+
+        ``forced``: per row, token ids fed after the prompt as if the model had written them (e.g. a
+        reference transcript and the asr_ast separator); generation continues from there and returns only
+        the new ids. The CTC head cannot score a forced start, so joint decoding is off then.
+        ``on_encoded(states, lengths)``: called with the encoder's output (B, T6, d) and the rows' valid frames,
+        e.g. to read the CTC head's own transcript (:func:`~mooer.inference.ctc_prefix.ctc_best_path`) from the
+        same encoder pass.
+        """
+        embeds, mask, processors = self.splice(features, task, options, forced=forced, on_encoded=on_encoded)
+        with torch.inference_mode():
+            return self.engine.generate(embeds, mask, options, max_new_tokens=max_new_tokens,
                                         processors=processors, streamer=streamer)
 
     def text_of(self, ids: Sequence[int]) -> str:
