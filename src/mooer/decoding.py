@@ -93,6 +93,16 @@ def get_preset(name: str | DecodingOptions | None) -> DecodingOptions:
 
 
 @dataclass
+class Generation:
+    """One row's output: new ids (up to and including EOS when it was written) and, per id, the LLM's
+    log-probability of it (natural log; as the decoder saw it, i.e. after the preset's EOS bias and before
+    joint CTC or hotword scores)."""
+
+    ids: list[int]
+    logprobs: list[float] = field(default_factory=list)
+
+
+@dataclass
 class Result:
     """The outcome for one input, in the order the inputs were given."""
 

@@ -20,25 +20,14 @@ The decoder interface is small so that a second engine (vLLM) can be added witho
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 import torch
 
-from mooer.decoding import DecodingOptions
+from mooer.decoding import DecodingOptions, Generation
 from mooer.errors import ConfigError
 
 __all__ = ["Generation", "Engine", "HFEngine", "LogProbRecorder", "ENGINES", "make_engine"]
-
-
-@dataclass
-class Generation:
-    """One row's output: new ids (up to and including EOS when it was written) and, per id, the LLM's
-    log-probability of it (natural log; as the decoder saw it, i.e. after the preset's EOS bias and before
-    joint CTC or hotword scores)."""
-
-    ids: list[int]
-    logprobs: list[float] = field(default_factory=list)
 
 
 class Engine(Protocol):

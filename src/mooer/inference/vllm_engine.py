@@ -40,13 +40,12 @@ import threading
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from mooer.decoding import DecodingOptions
+from mooer.decoding import DecodingOptions, Generation
 from mooer.errors import ConfigError
-from mooer.inference.engines import Generation
 from mooer.inference.request_processors import option_specs, processor_specs
 
 __all__ = ["VLLMEngine", "prepared_llm", "require_vllm", "llm_fingerprint"]
