@@ -261,7 +261,8 @@ class VLLMEngine:
                 raise ConfigError(f"a prompt of {row.shape[0]} positions plus {budget} new tokens exceeds the vllm "
                                   f"engine's max_model_len {self.max_model_len}; raise it or cut the audio")
             specs = option_specs(options) + processor_specs(processors, i, self.name)
-            out.append(({"prompt_embeds": row.detach().to("cpu" if row.device.type == "cpu" else row.device)},
+            # on the CPU: the engine core may be another process, which receives the tensor serialised
+            out.append(({"prompt_embeds": row.detach().cpu()},
                         self.sampling_params(options, budget, specs, stream)))
         return out
 
