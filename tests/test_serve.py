@@ -502,7 +502,7 @@ class SlowModel:
         self.pipeline = self
 
     def __getattr__(self, name):
-        return getattr(self._model.pipeline if name in ("result", "text_of") else self._model, name)
+        return getattr(self._model.pipeline if name in ("result", "text_of", "engine") else self._model, name)
 
     def generate(self, *args, **kwargs):
         self.calls += 1
