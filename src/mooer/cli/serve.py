@@ -36,7 +36,8 @@ behind a TLS proxy (or upload files instead).
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    help_ = "OpenAI-compatible speech API with micro-batching, token streaming and a web page"
+    help_ = ("OpenAI-compatible speech API with micro-batching (or continuous batching on vLLM), token streaming "
+             "and a web page")
     p = sub.add_parser("serve", help=help_, description=help_, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)

@@ -249,25 +249,22 @@ class VLLMEngine:
             kwargs["output_kind"] = RequestOutputKind.DELTA
         return SamplingParams(**kwargs)
 
-    def request(self, row: torch.Tensor, options: DecodingOptions, max_new_tokens: int | None,
-                processors: Sequence[Any], item: int = 0, stream: bool = False) -> tuple:
-        """(prompt, sampling params) of one row (S, D) of embeddings without padding; ``item``: its index in the
-        batch ``processors`` were made for (their specs are per item)."""
-        self.check(options)
-        budget = int(max_new_tokens or options.max_new_tokens)
-        if row.shape[0] + budget > self.max_model_len:
-            raise ConfigError(f"a prompt of {row.shape[0]} positions plus {budget} new tokens exceeds the vllm "
-                              f"engine's max_model_len {self.max_model_len}; raise it or cut the audio")
-        specs = option_specs(options) + processor_specs(processors, item, self.name)
-        return ({"prompt_embeds": row.detach().to("cpu" if row.device.type == "cpu" else row.device)},
-                self.sampling_params(options, budget, specs, stream))
-
     def requests(self, embeds: torch.Tensor, attention_mask: torch.Tensor, options: DecodingOptions,
                  max_new_tokens: int | None, processors: Sequence[Any], stream: bool = False) -> list[tuple]:
-        """(prompt, sampling params) per row of a padded batch (:meth:`request`)."""
+        """(prompt, sampling params) per row: the row's embeddings without padding, and its specs."""
+        self.check(options)
+        budget = int(max_new_tokens or options.max_new_tokens)
         mask = attention_mask.bool()
-        return [self.request(embeds[i][mask[i]], options, max_new_tokens, processors, i, stream)
-                for i in range(embeds.shape[0])]
+        out = []
+        for i in range(embeds.shape[0]):
+            row = embeds[i][mask[i]]
+            if row.shape[0] + budget > self.max_model_len:
+                raise ConfigError(f"a prompt of {row.shape[0]} positions plus {budget} new tokens exceeds the vllm "
+                                  f"engine's max_model_len {self.max_model_len}; raise it or cut the audio")
+            specs = option_specs(options) + processor_specs(processors, i, self.name)
+            out.append(({"prompt_embeds": row.detach().to("cpu" if row.device.type == "cpu" else row.device)},
+                        self.sampling_params(options, budget, specs, stream)))
+        return out
 
     # ---------------------------------------------------------------------------------------- decoding
     def generate(self, embeds: torch.Tensor, attention_mask: torch.Tensor, options: DecodingOptions, *,
@@ -288,13 +285,14 @@ class VLLMEngine:
         return rows
 
     def submit(self, embeds: torch.Tensor, options: DecodingOptions, *, max_new_tokens: int | None = None,
-               processors: Sequence[Any] = (), item: int = 0, streamer: Any = None) -> Future:
+               processors: Sequence[Any] = (), streamer: Any = None) -> Future:
         """One row (S, D) of spliced embeddings to the async backend; the future gives its Generation.
-        ``item``: the row's index in the batch ``processors`` were made for (their specs are per item).
         Cancelling the future aborts the request in vLLM."""
         if self._async is None:
             raise RuntimeError("submit needs the async backend (start_async)")
-        prompt, params = self.request(embeds, options, max_new_tokens, processors, item, stream=streamer is not None)
+        mask = torch.ones(1, embeds.shape[0], dtype=torch.long)
+        (prompt, params), = self.requests(embeds[None], mask, options, max_new_tokens, processors,
+                                          stream=streamer is not None)
         return self._async.submit(prompt, params, streamer)
 
 

@@ -85,6 +85,24 @@ class _Stats:
     batch_sizes: Counter = field(default_factory=Counter)
 
 
+class _RowOf:
+    """One row's view of a batch's logits processor: the engine describes a submitted row's processors by
+    their ``spec(item)`` (:mod:`mooer.inference.request_processors`) with item 0, which here must be the
+    row's place ``item`` in the batch the processor was made for."""
+
+    def __init__(self, processor: Any, item: int) -> None:
+        self.processor = processor
+        self.item = item
+
+    def spec(self, _item: int) -> dict:
+        return self.processor.spec(self.item)
+
+
+def _row_of(processor: Any, item: int) -> Any:
+    # a processor without a spec is passed as it is, so that the engine's error names it
+    return _RowOf(processor, item) if hasattr(processor, "spec") else processor
+
+
 class ContinuousBatcher:
     """Encodes waiting jobs in batches and decodes each row on vLLM's async engine (module docstring).
 
@@ -286,8 +304,8 @@ class ContinuousBatcher:
         rows = mask.bool()
         for i, job in enumerate(batch):
             try:
-                inner = self.engine.submit(embeds[i][rows[i]], job.options, processors=processors, item=i,
-                                           streamer=job.streamer)
+                inner = self.engine.submit(embeds[i][rows[i]], job.options,
+                                           processors=[_row_of(p, i) for p in processors], streamer=job.streamer)
             except BaseException as exc:  # noqa: BLE001 - e.g. a prompt past the engine's max_model_len
                 log.warning("submitting a request to vLLM failed: %r", exc)
                 self._settle(job, error=exc)
