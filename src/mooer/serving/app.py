@@ -17,7 +17,7 @@ Endpoints
       MooER's task prompts are fixed, so the field cannot steer the model as free text; a Whisper-style
       prompt of running text becomes phrases like any list, and a piece longer than 64 characters is a 400.
     - ``temperature``: validated (0–1) and ignored: decoding is deterministic (the ``official`` preset, beam
-      search, unless the server was started with another default).
+      search, unless the server was started with another default; ``greedy`` on the vllm engine).
     - ``timestamp_granularities[]``, ``include[]``, ``chunking_strategy``: accepted and ignored. Segments
       are whole-file (one segment from 0 to the duration) until long-form segmentation fills them.
     - ``stream=true`` (transcriptions): server-sent events as OpenAI sends them,
@@ -33,7 +33,8 @@ Endpoints
 
 ``POST /v1/mooer/transcribe``
     MooER's own endpoint: ``file``, ``task`` (``asr`` | ``ast`` | ``asr_ast``; default ``asr_ast`` when the
-    model has it), ``preset`` (``official`` | ``greedy``), ``stream``, ``hotwords``, ``hotword_weight``.
+    model has it), ``preset`` (``official`` | ``greedy``; on the vllm engine ``official``, beam search, is a
+    400 ``unsupported_preset``), ``stream``, ``hotwords``, ``hotword_weight``.
     Returns ``{"text", "asr", "ast", "task", "preset", "hotwords" (how many phrases were listed),
     "duration"}``; with ``stream=true``, events ``{"delta"}`` and a final
     ``{"done": true, "text", "asr", "ast", ...}`` (greedy only, as in the official demo).
