@@ -26,4 +26,5 @@ def load_model(args: argparse.Namespace):
     from mooer.api import MooER
 
     return MooER.from_pretrained(args.model, variant=args.variant, llm=args.llm, encoder=args.encoder,
-                                 device=args.device, dtype=args.dtype)
+                                 device=args.device, dtype=args.dtype, engine=getattr(args, "engine", None) or "hf",
+                                 engine_options=getattr(args, "engine_options", None))
