@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 
 from bench_speed import (  # noqa: E402
-    SR, base_audio, bench_decode_bound, build_random_mooer, hardware, log, make_waves, measure_bandwidth,
-    median, table, timed, wav_files_usable)
+    SR, base_audio, build_random_mooer, hardware, log, make_waves, measure_bandwidth,
+    median, table, timed, wav_files_usable, weight_bytes_per_step)
 
 # `mooer serve` with the greedy preset's budget fixed (random weights never stop by themselves)
 LAUNCH = ("import sys; from mooer.decoding import PRESETS; "
@@ -126,28 +126,43 @@ def run_job(models: dict, waves, batch: dict, options, repeats: int, threads: in
     return out
 
 
-def vllm_decode_bound(model, prompt_len: int, new_tokens: int, repeats: int, bandwidth: tuple) -> dict:
-    """The vLLM engine's batch-1 decode step: (time of 1 + new_tokens tokens − time of 1) / new_tokens."""
+def decode_bound(models: dict, prompt_len: int, new_tokens: int, repeats: int, threads: int,
+                 device: str) -> dict:
+    """Each engine's batch-1 decode step from the same prompt of embeddings: (time of 1 + new_tokens tokens −
+    time of 1 token) / new_tokens, repeats interleaved across engines, medians; against the bound bandwidth /
+    bytes of weights read per step (one bandwidth reading for both)."""
     from mooer.decoding import DecodingOptions
 
-    net, engine = model.network, model.pipeline.engine
+    net = next(iter(models.values())).network
+    torch.manual_seed(1)
     embeds = torch.randn(1, prompt_len, net.llm.config.hidden_size, device=net.device, dtype=net.dtype) * 0.02
     mask = torch.ones(1, prompt_len, dtype=torch.bool, device=net.device)
     opts = DecodingOptions(num_beams=1, max_new_tokens=1, length_penalty=1.0, eos_bias=0.0)
-    engine.generate(embeds, mask, opts, max_new_tokens=new_tokens + 1)  # warm-up
-    t1, tn = [], []
-    for _ in range(repeats):
-        t1.append(timed(lambda: engine.generate(embeds, mask, opts, max_new_tokens=1), net.device)[0])
-        tn.append(timed(lambda: engine.generate(embeds, mask, opts, max_new_tokens=new_tokens + 1), net.device)[0])
-    step = (median(tn) - median(t1)) / new_tokens
-    llm = net.llm
-    emb = llm.get_input_embeddings().weight
-    total = sum(p.numel() * p.element_size() for p in llm.parameters())
-    weight_bytes = total - (0 if llm.get_output_embeddings().weight is emb else emb.numel() * emb.element_size())
-    bw, how = bandwidth
-    return {"step_s": step, "tokens_per_s": 1 / step, "weight_gb": weight_bytes / 1e9, "bandwidth_tb_s": bw,
-            "bandwidth_how": how, "bound_tokens_per_s": bw * 1e12 / weight_bytes, "prefill_plus_one_s": median(t1),
-            "prompt_len": prompt_len}
+    engines = {name: m.pipeline.engine for name, m in models.items()}
+
+    def run(engine, k):
+        return timed(lambda: engine.generate(embeds, mask, opts, max_new_tokens=k), net.device)[0]
+
+    for engine in engines.values():
+        run(engine, new_tokens + 1)  # warm-up
+    t1: dict = {name: [] for name in engines}
+    tn: dict = {name: [] for name in engines}
+    for rep in range(repeats):
+        for name, engine in engines.items():
+            set_threads(threads)
+            log(f"batch-1 decode step: {name} (repeat {rep + 1}/{repeats})")
+            t1[name].append(run(engine, 1))
+            tn[name].append(run(engine, new_tokens + 1))
+    bandwidth, how = measure_bandwidth(device)
+    weight_bytes = weight_bytes_per_step(net.llm)
+    out = {}
+    for name in engines:
+        step = (median(tn[name]) - median(t1[name])) / new_tokens
+        out[name] = {"step_s": step, "tokens_per_s": 1 / step, "weight_gb": weight_bytes / 1e9,
+                     "bandwidth_tb_s": bandwidth, "bandwidth_how": how,
+                     "bound_tokens_per_s": bandwidth * 1e12 / weight_bytes, "prefill_plus_one_s": median(t1[name]),
+                     "prompt_len": prompt_len, "new_tokens": new_tokens}
+    return out
 
 
 def run_batch1(models: dict, waves, options, threads: int, prompt_len: int, new_tokens: int, repeats: int,
@@ -156,8 +171,9 @@ def run_batch1(models: dict, waves, options, threads: int, prompt_len: int, new_
     audio_s = sum(len(w) for w in waves) / SR
     times: dict = {name: 0.0 for name in models}
     tokens: dict = {name: 0 for name in models}
-    for w in waves:
+    for i, w in enumerate(waves):
         for name, model in models.items():
+            log(f"batch 1: {name}, utterance {i + 1}/{len(waves)}")
             set_threads(threads)
             t, res = timed(lambda m=model: m.transcribe([w], task="asr", batch_size=1, decoding=options),
                            model.device)
@@ -169,14 +185,7 @@ def run_batch1(models: dict, waves, options, threads: int, prompt_len: int, new_
     for name in models:
         out["engines"][name] = {"time_s": times[name], "utt_per_s": len(waves) / times[name],
                                 "tokens_per_s": tokens[name] / times[name], "rtf": times[name] / audio_s}
-    bandwidth = measure_bandwidth(device)
-    for name, model in models.items():
-        set_threads(threads)
-        log(f"batch-1 decode step vs the bandwidth bound: {name}")
-        if name == "hf":
-            d = bench_decode_bound(model, prompt_len, new_tokens, repeats, device)
-        else:
-            d = vllm_decode_bound(model, prompt_len, new_tokens, repeats, bandwidth)
+    for name, d in decode_bound(models, prompt_len, new_tokens, repeats, threads, device).items():
         out["engines"][name]["decode"] = d
     return out
 
@@ -361,7 +370,7 @@ def main(argv=None) -> int:
         save()
     if "batch1" not in skip:
         log("batch 1")
-        R["batch1"] = run_batch1(models, waves[: args.batch1], options, threads, prompt_len=100,
+        R["batch1"] = run_batch1(models, waves[: 2 if q else args.batch1], options, threads, prompt_len=100,
                                  new_tokens=8 if q else 16, repeats=2 if q else 3, device=args.device)
         save()
     if "serve" not in skip:
