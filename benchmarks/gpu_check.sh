@@ -10,10 +10,10 @@
 #      job (2-8 s each; hf in batches of 32, vllm the whole job) and batch 1 (end to end, and the decode step
 #      against the memory-bandwidth bound), tokens/s, utterances/s, RTF. vLLM is an optional extra
 #      (`pip install 'mooer[vllm]'`): where it does not import, this says so (VLLM_STATUS line) and measures
-#      hf alone. The device tool's H200 image has no vLLM, and its wheel (~0.4 GB with its CUDA kernels) is
-#      over the 64 MiB a call can carry, so there it is hf alone unless the image gains vLLM.
+#      hf alone. The device tool's H200 image has no vLLM, and its CUDA wheel is far over the 64 MiB a call
+#      can carry, so there it is hf alone unless the image gains vLLM.
 #   2. hf in depth (benchmarks/bench_speed.py): batch-1 greedy decode tokens/s against the bandwidth bound,
-#      end-to-end throughput by batch size (greedy and the official beam-4 preset), encoder speed, padding.
+#      end-to-end throughput by batch size (greedy and the official beam-4 preset), encoder speed.
 #   3. only with --with-compile: decode + greedy batches with --compile (static KV cache + torch.compile).
 # Needs only torch + transformers (+ numpy; vllm for the vllm rows): the bare GPU image has no soundfile/PyAV,
 # which `import mooer` does not need; these sections feed in-memory waveforms. Budget: at most 8 minutes after
@@ -49,11 +49,13 @@ if [ "$DEVICE" = cpu ]; then
   SIZES=1,4
   TAG=cpu
   JOB=(--n 16 --hf-batch 8)
+  T1=900; T2=600                # a smoke test on a (shared, slow) CPU: time limits that do not cut it
 else
   LLM=7b
   SIZES=1,4,16,32
   TAG=cuda
   JOB=(--n 256 --hf-batch 32)
+  T1=330; T2=150                # the 8-minute device budget
 fi
 if [ -n "$QUICK" ]; then SIZES=1,4; JOB=(--n 8 --hf-batch 4); fi
 
@@ -66,12 +68,12 @@ else
 fi
 
 echo "== 1. engines: hf vs vllm ($DEVICE, llm $LLM, ${JOB[*]}, batch 1)"
-timeout 270 "$PY" benchmarks/bench_vllm.py --device "$DEVICE" --llm "$LLM" "${JOB[@]}" --repeats 2 --batch1 4 \
+timeout "$T1" "$PY" benchmarks/bench_vllm.py --device "$DEVICE" --llm "$LLM" "${JOB[@]}" --repeats 2 --batch1 4 \
   --skip serve --out "$OUT_DIR/RESULTS-vllm-$TAG.md" --json "$OUT_DIR/results-vllm-$TAG.json" \
   || echo "engine comparison failed or timed out (rc $?): what it finished is in results-vllm-$TAG.json"
 
 echo "== 2. hf in depth ($DEVICE, llm $LLM, batch sizes $SIZES)"
-timeout 180 "$PY" benchmarks/bench_speed.py --device "$DEVICE" --llm "$LLM" --quick \
+timeout "$T2" "$PY" benchmarks/bench_speed.py --device "$DEVICE" --llm "$LLM" --quick \
   --only encoder,decode,batches --batch-sizes "$SIZES" \
   --out "$OUT_DIR/RESULTS-$TAG.md" --json "$OUT_DIR/results-$TAG.json" \
   || echo "hf in-depth run failed or timed out (rc $?)"
