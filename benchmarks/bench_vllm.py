@@ -34,7 +34,6 @@ import datetime
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -193,12 +192,6 @@ def run_batch1(models: dict, waves, options, threads: int, prompt_len: int, new_
 # --------------------------------------------------------------------------------------------------- serve
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_supports_engine(python: str) -> bool:
     out = subprocess.run([python, "-m", "mooer.cli", "serve", "--help"], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
@@ -210,7 +203,7 @@ def run_serve(model, waves, new_tokens: int, engines: list[str], clients: int, p
     """Both servers started side by side; each round runs the clients on one, then the other."""
     import soundfile as sf
 
-    from bench_serve import Level, Server, run_level
+    from bench_serve import Level, Server, free_port, run_level
 
     model_dir = tmp / "model"
     log(f"serve: saving the random model to {model_dir}")
