@@ -397,6 +397,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def vllm_note(v: dict | None) -> str:
+    if v is None:
+        return "not asked for (--engines)"
+    return v["version"] if v["available"] else f"NOT USABLE here, hf measured alone: {v['error']}"
+
+
 def render(R: dict) -> str:
     hw, m = R["hardware"], R["model"]
     L = [f"`{R['command']}` — {R['date']}, {R['total_s']:.0f} s in all.", "",
@@ -404,7 +410,7 @@ def render(R: dict) -> str:
          + (f"; GPU {hw['gpu']} ({hw['gpu_memory_gb']} GB)" if "gpu" in hw else "")
          + f"; torch {hw['torch']}, transformers {hw['transformers']}, {R['torch_threads']} torch threads; load "
            f"average {hw.get('load_average', '?')} at the start, {hw.get('load_average_end', '?')} at the end.",
-         f"- vLLM: {R.get('vllm', {}).get('version') or R.get('vllm', {}).get('error', 'not asked for')}"
+         f"- vLLM: {vllm_note(R.get('vllm'))}"
          + (f", engine options {R['vllm']['engine_options']}, started in {R['vllm']['startup_s']:.0f} s"
             if "startup_s" in R.get("vllm", {}) else ""),
          f"- Model: MooER-shaped, random weights, LLM with Qwen2-{m['llm']} dimensions "
