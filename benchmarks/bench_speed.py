@@ -368,16 +368,20 @@ def bench_decode_bound(model, prompt_len: int, new_tokens: int, repeats: int, de
         t1.append(timed(lambda: net.generate(embeds, mask, one), dev)[0])
         tn.append(timed(lambda: net.generate(embeds, mask, many), dev)[0])
     step = (median(tn) - median(t1)) / new_tokens
-    # bytes read per decode step: every weight except the input embedding (a row gather); a tied embedding
-    # is read in full by the output projection.
-    emb = llm.get_input_embeddings().weight
-    total = sum(p.numel() * p.element_size() for p in llm.parameters())
-    tied = llm.get_output_embeddings().weight is emb
-    weight_bytes = total - (0 if tied else emb.numel() * emb.element_size())
+    weight_bytes = weight_bytes_per_step(llm)
     bandwidth, how = measure_bandwidth(device)
     return {"step_s": step, "tokens_per_s": 1 / step, "weight_gb": weight_bytes / 1e9,
             "bandwidth_tb_s": bandwidth, "bandwidth_how": how, "bound_tokens_per_s": bandwidth * 1e12 / weight_bytes,
             "prefill_plus_one_s": median(t1), "prompt_len": prompt_len}
+
+
+def weight_bytes_per_step(llm) -> int:
+    """Bytes of weights a batch-1 decode step reads: every weight except the input embedding (a row gather);
+    a tied embedding is read in full by the output projection."""
+    emb = llm.get_input_embeddings().weight
+    total = sum(p.numel() * p.element_size() for p in llm.parameters())
+    tied = llm.get_output_embeddings().weight is emb
+    return total - (0 if tied else emb.numel() * emb.element_size())
 
 
 def measure_bandwidth(device: str) -> tuple[float, str]:

@@ -10,9 +10,11 @@ import uvicorn
 
 
 class ServerThread:
-    """uvicorn serving ``app`` on a free loopback port, in a daemon thread."""
+    """uvicorn serving ``app`` on a free loopback port, in a daemon thread; entering waits up to
+    ``start_timeout`` seconds for the app's start-up (vLLM's engine takes tens of seconds on CPU)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, start_timeout: float = 30.0) -> None:
+        self.start_timeout = start_timeout
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -23,7 +25,7 @@ class ServerThread:
 
     def __enter__(self) -> "ServerThread":
         self.thread.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_timeout
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("uvicorn did not start")

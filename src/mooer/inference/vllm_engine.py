@@ -73,10 +73,16 @@ def cache_root() -> Path:
     return Path(base) / "vllm"
 
 
+_VOLATILE_CONFIG_KEYS = frozenset({"_name_or_path", "architectures", "transformers_version"})
+
+
 def llm_fingerprint(llm: torch.nn.Module) -> str:
     """A short hash of the LLM's config and weights (each tensor's name, shape, dtype, sum and sum of
-    squares): two different merges get different cache entries, the same one is reused."""
-    h = hashlib.sha256(json.dumps(llm.config.to_dict(), sort_keys=True, default=str).encode())
+    squares): two different merges get different cache entries, the same one is reused. The config's
+    bookkeeping keys (where it was loaded from, the class names and transformers version save_pretrained
+    writes) are left out: the same weights built in memory or reloaded from disk are the same entry."""
+    config = {k: v for k, v in llm.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, tensor in llm.state_dict().items():
             t = tensor.detach().double()

@@ -1,4 +1,5 @@
-"""``mooer serve``: an OpenAI-compatible speech API with micro-batching, token streaming and a web page.
+"""``mooer serve``: an OpenAI-compatible speech API with micro-batching (continuous batching on the vllm
+engine), token streaming and a web page.
 
 >>> from mooer import MooER                                     # doctest: +SKIP
 >>> from mooer.serving import ServeSettings, create_app        # doctest: +SKIP

@@ -17,7 +17,7 @@ Endpoints
       MooER's task prompts are fixed, so the field cannot steer the model as free text; a Whisper-style
       prompt of running text becomes phrases like any list, and a piece longer than 64 characters is a 400.
     - ``temperature``: validated (0–1) and ignored: decoding is deterministic (the ``official`` preset, beam
-      search, unless the server was started with another default).
+      search, unless the server was started with another default; ``greedy`` on the vllm engine).
     - ``timestamp_granularities[]``, ``include[]``, ``chunking_strategy``: accepted and ignored. Segments
       are whole-file (one segment from 0 to the duration) until long-form segmentation fills them.
     - ``stream=true`` (transcriptions): server-sent events as OpenAI sends them,
@@ -33,7 +33,8 @@ Endpoints
 
 ``POST /v1/mooer/transcribe``
     MooER's own endpoint: ``file``, ``task`` (``asr`` | ``ast`` | ``asr_ast``; default ``asr_ast`` when the
-    model has it), ``preset`` (``official`` | ``greedy``), ``stream``, ``hotwords``, ``hotword_weight``.
+    model has it), ``preset`` (``official`` | ``greedy``; on the vllm engine ``official``, beam search, is a
+    400 ``unsupported_preset``), ``stream``, ``hotwords``, ``hotword_weight``.
     Returns ``{"text", "asr", "ast", "task", "preset", "hotwords" (how many phrases were listed),
     "duration"}``; with ``stream=true``, events ``{"delta"}`` and a final
     ``{"done": true, "text", "asr", "ast", ...}`` (greedy only, as in the official demo).
@@ -77,7 +78,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mooer.audio import audio_info, load_audio
 from mooer.decoding import DEFAULT_HOTWORD_WEIGHT, PRESETS, DecodingOptions, Result
-from mooer.errors import AudioError
+from mooer.errors import AudioError, ConfigError
 from mooer.features import SAMPLE_RATE
 from mooer.inference.engines import Generation
 from mooer.inference.guards import compression_ratio
@@ -85,6 +86,7 @@ from mooer.inference.hotwords import HotwordError, check_weight, normalize_hotwo
 from mooer.inference.longform import NO_SPEECH, LongFormOptions, transcribe_long
 from mooer.output.subtitles import segments_from_result, to_srt, to_vtt
 from mooer.serving.batcher import MicroBatcher, ServerBusy, TokenStreamer
+from mooer.serving.continuous import ContinuousBatcher
 from mooer.serving.memory import Trimmer, limit_arenas
 from mooer.serving.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from mooer.serving.realtime import add_realtime
@@ -310,7 +312,8 @@ def _openai_segments(result: Result) -> list[dict[str, Any]]:
 class _Service:
     """The request-side pipeline shared by every endpoint: read, featurise, queue, wait, format."""
 
-    def __init__(self, model: Any, settings: ServeSettings, batcher: MicroBatcher, metrics: ServerMetrics) -> None:
+    def __init__(self, model: Any, settings: ServeSettings, batcher: MicroBatcher | ContinuousBatcher,
+                 metrics: ServerMetrics) -> None:
         self.model = model
         self.settings = settings
         self.batcher = batcher
@@ -323,6 +326,16 @@ class _Service:
             raise ApiError(400, f"This model does not do task {task!r}; it knows {', '.join(self.model.tasks)}.",
                            code="unsupported_task", param="task")
         return task
+
+    def check_options(self, options: DecodingOptions, preset: str) -> DecodingOptions:
+        """400 when this server's decoding engine cannot decode with ``options`` (e.g. beam search on vllm)."""
+        try:
+            self.model.pipeline.engine.check(options)
+        except ConfigError as e:
+            raise ApiError(400, f"Preset {preset!r} is not available on this server (engine "
+                                f"{self.model.pipeline.engine.name}): {e}.", code="unsupported_preset",
+                           param="preset") from None
+        return options
 
     async def read(self, upload: UploadFile | None) -> tuple[str, bytes]:
         if upload is None or not hasattr(upload, "read"):
@@ -477,13 +490,23 @@ class _Service:
 def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI application serving ``model`` (a :class:`mooer.api.MooER`).
 
-    One worker thread owns the model (:class:`~mooer.serving.batcher.MicroBatcher`, started with the app
-    and stopped at shutdown); ``app.state`` holds ``model``, ``settings`` and ``batcher``.
+    With the ``hf`` engine one worker thread owns the model (:class:`~mooer.serving.batcher.MicroBatcher`);
+    with ``vllm``, requests are encoded in batches and decoded by vLLM's async engine with continuous batching
+    (:class:`~mooer.serving.continuous.ContinuousBatcher`). Either is started with the app and stopped at
+    shutdown; ``app.state`` holds ``model``, ``settings`` and ``batcher``. The settings' default preset, when
+    not given, is the engine's (``official`` on hf, ``greedy`` on vllm); one the engine cannot decode is a
+    ConfigError.
     """
-    settings = settings or ServeSettings()
+    settings = engine_settings(settings or ServeSettings(), model.pipeline.engine)
     limit_arenas()
-    batcher = MicroBatcher(model.pipeline, window_ms=settings.batch_window_ms, max_batch_size=settings.max_batch_size,
-                           max_queue=settings.max_queue, max_queued_audio_s=settings.max_queued_audio_s)
+    if model.pipeline.engine.name == "vllm":
+        batcher: MicroBatcher | ContinuousBatcher = ContinuousBatcher(
+            model.pipeline, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
+            max_queued_audio_s=settings.max_queued_audio_s)
+    else:
+        batcher = MicroBatcher(model.pipeline, window_ms=settings.batch_window_ms,
+                               max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
+                               max_queued_audio_s=settings.max_queued_audio_s)
     metrics = ServerMetrics(batcher, settings.max_batch_size)
     trimmer = Trimmer(idle=lambda: batcher.stats()["queued"] == 0)
 
@@ -497,7 +520,7 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher.start()
+        await run_in_threadpool(batcher.start)  # vLLM's engine takes a while to start: off the event loop
         try:
             yield
         finally:
@@ -552,6 +575,7 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
         """Liveness plus what clients may want to know: tasks, limits and batching counters."""
         return {"status": "ok" if batcher.running else "starting", "model": settings.model_name,
                 "tasks": model.tasks, "default_task": default_task, "device": str(getattr(model, "device", "")),
+                "engine": model.pipeline.engine.name,
                 "uptime_s": round(time.time() - app.state.started, 1), "limits": settings.public(),
                 "batcher": batcher.stats()}
 
@@ -582,7 +606,8 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
         language_name = _check_language(language) or ("english" if task == "ast" else "chinese")
         _check_temperature(temperature)
         service.check_task(task)
-        options = _options("greedy" if stream else settings.default_preset, hotwords, prompt, hotword_weight)
+        preset = "greedy" if stream else settings.default_preset
+        options = service.check_options(_options(preset, hotwords, prompt, hotword_weight), preset)
         if stream:
             item = await service.within_timeout(service.featurize(file))
 
@@ -655,7 +680,7 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
             raise ApiError(400, "Streaming decodes greedily (as the official demo does): use preset=greedy "
                                 "or leave it out.", code="invalid_value", param="preset")
         preset = preset or ("greedy" if stream else settings.default_preset)
-        options = _options(preset, hotwords, None, hotword_weight)
+        options = service.check_options(_options(preset, hotwords, None, hotword_weight), preset)
 
         def payload(result: Result) -> dict:
             asr = result.asr if task == "asr_ast" else (result.text if task == "asr" else None)
@@ -677,6 +702,19 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
         return JSONResponse(payload(await service.run(file, task, options)))
 
     return app
+
+
+def engine_settings(settings: ServeSettings, engine: Any) -> ServeSettings:
+    """``settings`` with the engine's default preset filled in (``official`` on hf, ``greedy`` on vllm, which
+    has no beam search); a ConfigError naming the hf engine when the engine cannot decode the chosen one."""
+    if settings.default_preset is None:
+        return settings.replace(default_preset="greedy" if engine.name == "vllm" else "official")
+    try:
+        engine.check(PRESETS[settings.default_preset])
+    except ConfigError as e:
+        raise ConfigError(f"the server's preset {settings.default_preset!r} cannot run on the {engine.name} "
+                          f"engine: {e}") from None
+    return settings
 
 
 def _version() -> str:

@@ -2,8 +2,9 @@
 transcription sessions (the subset below), so that existing realtime clients work.
 
 Audio streams in as base64 PCM16; a streaming VAD (:class:`mooer.inference.live.LiveSegmenter`) closes a
-segment at each pause and the segment is decoded at once, through the server's micro-batcher (the one
-model thread), with the server's default preset (``official`` unless ``mooer serve --preset``): the final
+segment at each pause and the segment is decoded at once, through the server's batcher (the micro-batcher's
+model thread, or vLLM's continuous batching with ``--engine vllm``), with the server's default preset
+(``official`` on hf, ``greedy`` on vllm, unless ``mooer serve --preset``): the final
 text of a segment equals ``mooer transcribe`` of the same audio. While speech goes on, the growing segment
 is decoded again with ``greedy`` at most once per interim interval (skipped while other decodings wait:
 final results come first) and sent as a ``delta``. Each segment

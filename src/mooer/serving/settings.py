@@ -63,8 +63,10 @@ class ServeSettings:
             trained on utterances under 20 s: uploads over 30 s are cut at pauses by the VAD and each
             segment is decoded as its own batcher job (``verbose_json``/``srt``/``vtt`` then carry one
             segment per piece); streaming takes at most 30 s.
-        batch_window_ms: how long the batcher waits for more requests after the first one arrives.
-        max_batch_size: most requests decoded in one model call.
+        batch_window_ms: how long the batcher waits for more requests after the first one arrives (hf engine;
+            with vllm, requests join the running decoding batch as they come).
+        max_batch_size: most requests decoded in one model call (with the vllm engine: most requests encoded
+            together; how many vLLM decodes at once is the engine's ``max_num_seqs``).
         max_queue: most requests waiting for the model; more get 503 ``server_busy`` with ``Retry-After``.
         max_queued_audio_s: most seconds of audio waiting for the model; a request that would exceed it gets
             503 ``server_busy`` with ``Retry-After`` at once. This bounds the wait of accepted requests:
@@ -74,7 +76,8 @@ class ServeSettings:
         timeout_s: a request not answered within this many seconds gets 504 (a streamed one ends
             with an error event when no token arrives for this long).
         default_preset: decoding preset of the OpenAI endpoints when they do not stream (and of the final
-            results of live transcription).
+            results of live transcription). None: the engine's own, ``official`` (beam search) on hf and
+            ``greedy`` on vllm, which has no beam search (:func:`mooer.serving.app.create_app` fills it in).
         realtime: limits of live transcription sessions (:class:`RealtimeSettings`).
     """
 
@@ -87,7 +90,7 @@ class ServeSettings:
     max_queue: int = 256
     max_queued_audio_s: float | None = 300.0
     timeout_s: float = 120.0
-    default_preset: str = "official"
+    default_preset: str | None = None
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
 
     def __post_init__(self) -> None:
@@ -109,7 +112,7 @@ class ServeSettings:
             raise ConfigError("api_key must not be blank (leave it unset to disable authentication)")
         from mooer.decoding import PRESETS
 
-        if self.default_preset not in PRESETS:
+        if self.default_preset is not None and self.default_preset not in PRESETS:
             raise ConfigError(f"default_preset must be one of {sorted(PRESETS)}")
 
     @property
