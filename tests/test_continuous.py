@@ -84,6 +84,13 @@ def feats(frames: int) -> torch.Tensor:
     return torch.zeros(frames, 560)
 
 
+def wait_for(condition, timeout=10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def settle(batcher, timeout=10.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -130,12 +137,12 @@ def test_rows_are_encoded_together_and_each_gets_its_own_result():
 
 
 def test_bounds_count_decoding_requests_and_busy_has_retry_after():
-    engine = FakeEngine(delay=0.5)
+    engine = FakeEngine(delay=1.0)
     batcher = ContinuousBatcher(FakePipeline(engine), max_queue=2, max_queued_audio_s=None)
     try:
         first = [batcher.submit(feats(100), "asr", GREEDY) for _ in range(2)]
-        time.sleep(0.2)  # both decoding now, none waiting
-        assert batcher.stats()["queued"] == 0 and batcher.stats()["decoding"] == 2
+        wait_for(lambda: batcher.stats()["decoding"] == 2)  # both decoding now, none waiting
+        assert batcher.stats()["queued"] == 0
         with pytest.raises(ServerBusy) as info:
             batcher.submit(feats(100), "asr", GREEDY)
         assert info.value.retry_after >= 1.0
@@ -157,12 +164,11 @@ def test_cancelling_aborts_decoding_and_drops_waiting_jobs():
     batcher = ContinuousBatcher(FakePipeline(engine))
     try:
         decoding = batcher.submit(feats(10), "asr", GREEDY)
-        time.sleep(0.2)
+        wait_for(lambda: batcher.stats()["decoding"] == 1)
         assert decoding.cancel()  # never marked running: cancel works while vLLM decodes
         stats = settle(batcher)
         assert stats["cancelled"] == 1 and stats["completed"] == 0
-        time.sleep(0.5)
-        assert engine.aborted == 1
+        wait_for(lambda: engine.aborted == 1)
     finally:
         batcher.stop()
 
@@ -171,9 +177,9 @@ def test_stop_fails_waiting_jobs_ends_their_streams_and_closes_the_engine():
     engine = FakeEngine()
     pipeline = FakePipeline(engine)
     batcher = ContinuousBatcher(pipeline)
-    gate = threading.Event()
+    entered, gate = threading.Event(), threading.Event()
     splice = pipeline.splice
-    pipeline.splice = lambda *a: (gate.wait(5), splice(*a))[1]
+    pipeline.splice = lambda *a: (entered.set(), gate.wait(5), splice(*a))[2]
 
     class Streamer:
         ended = False
@@ -185,12 +191,12 @@ def test_stop_fails_waiting_jobs_ends_their_streams_and_closes_the_engine():
             self.ended = True
 
     busy = batcher.submit(feats(10), "asr", GREEDY)
-    time.sleep(0.1)
+    assert entered.wait(5)  # the worker holds it: the next job waits
     streamer = Streamer()
     waiting = batcher.submit(feats(10), "asr", GREEDY, streamer=streamer)
     stopper = threading.Thread(target=batcher.stop)
     stopper.start()
-    time.sleep(0.1)
+    wait_for(batcher._stopping.is_set)  # stopping before the worker is free to take the waiting job
     gate.set()
     stopper.join(10)
     with pytest.raises(RuntimeError, match="shutting down"):

@@ -202,6 +202,18 @@ def test_a_server_with_the_official_preset_does_not_start(vllm_model):
         create_app(vllm_model, ServeSettings(default_preset="official"))
 
 
+def test_a_max_model_len_too_short_for_the_longest_request_is_refused_at_start(vllm_model):
+    engine = vllm_model.pipeline.engine
+    limit = engine.max_model_len
+    engine.max_model_len = 600  # 30 s segments: ~250 audio positions + prompt + 500 greedy tokens do not fit
+    try:
+        with pytest.raises(ConfigError, match="raise --max-model-len to at least 7[0-9][0-9]"):
+            create_app(vllm_model, ServeSettings())
+        create_app(vllm_model, ServeSettings(max_audio_seconds=5.0))  # 5 s pieces fit
+    finally:
+        engine.max_model_len = limit
+
+
 def test_hotwords_decode_as_on_the_hf_engine(http, client):
     """The ``hotwords`` field and the client's ``prompt=`` reach vLLM's decoding: the texts change, and equal
     the hf engine's greedy decoding with the same phrases."""

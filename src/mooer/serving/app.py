@@ -79,13 +79,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mooer.audio import audio_info, load_audio
 from mooer.decoding import DEFAULT_HOTWORD_WEIGHT, PRESETS, DecodingOptions, Result
 from mooer.errors import AudioError, ConfigError
-from mooer.features import SAMPLE_RATE
+from mooer.features import SAMPLE_RATE, audio_tokens
 from mooer.inference.engines import Generation
 from mooer.inference.guards import compression_ratio
 from mooer.inference.hotwords import HotwordError, check_weight, normalize_hotwords, parse_hotwords
 from mooer.inference.longform import NO_SPEECH, LongFormOptions, transcribe_long
 from mooer.output.subtitles import segments_from_result, to_srt, to_vtt
-from mooer.serving.batcher import MicroBatcher, ServerBusy, TokenStreamer
+from mooer.serving.batcher import FRAME_SECONDS, MicroBatcher, ServerBusy, TokenStreamer
 from mooer.serving.continuous import ContinuousBatcher
 from mooer.serving.memory import Trimmer, limit_arenas
 from mooer.serving.metrics import CONTENT_TYPE_LATEST, ServerMetrics
@@ -516,6 +516,7 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
 
     batcher.on_batch = after_batch
     service = _Service(model, settings, batcher, metrics)
+    _check_model_len(model, settings, service.long_form)
     default_task = "asr_ast" if "asr_ast" in model.tasks else model.default_task
 
     @asynccontextmanager
@@ -715,6 +716,24 @@ def engine_settings(settings: ServeSettings, engine: Any) -> ServeSettings:
         raise ConfigError(f"the server's preset {settings.default_preset!r} cannot run on the {engine.name} "
                           f"engine: {e}") from None
     return settings
+
+
+def _check_model_len(model: Any, settings: ServeSettings, long_form: LongFormOptions) -> None:
+    """A ConfigError at start when the engine's longest sequence (vllm's ``max_model_len``) cannot hold the
+    longest request: the longest piece decoded at once (an upload, a VAD segment or a live segment), the
+    longest task prompt and the presets' token budget."""
+    limit = getattr(model.pipeline.engine, "max_model_len", None)
+    if limit is None:
+        return
+    seconds = min(settings.max_audio_seconds, long_form.vad.max_segment_s)
+    pipeline = model.pipeline
+    prompt = max(len(pipeline.prompts.prompt_ids(task)) for task in model.tasks)
+    positions = audio_tokens(math.ceil(seconds / FRAME_SECONDS) + 1, pipeline.downsample) + prompt
+    budget = max(PRESETS[settings.default_preset].max_new_tokens, PRESETS["greedy"].max_new_tokens)
+    if positions + budget > limit:
+        raise ConfigError(f"the engine's max_model_len {limit} cannot hold the longest request: {seconds:g} s of "
+                          f"audio and a prompt ({positions} positions) plus {budget} new tokens; raise "
+                          f"--max-model-len to at least {positions + budget}")
 
 
 def _version() -> str:
