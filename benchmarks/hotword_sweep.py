@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mooer.api import MooER
 from mooer.data.manifest import read_manifest
-from mooer.decoding import get_preset
+from mooer.decoding import DEFAULT_HOTWORD_THRESHOLD, get_preset
 from mooer.evaluation import evaluate
 from mooer.inference.hotwords import hotword_phrases, read_hotwords_file
 
@@ -46,7 +46,7 @@ def score(refs: dict[str, str], hyps: dict[str, str], lang: str, phrases, baseli
     return {"error_rate": round(report.score, 2), **report.hotwords.summary()}
 
 
-def sweep(model: MooER, name: str, utts, weights, phrases, preset: str, save: Path | None) -> list[dict]:
+def sweep(model: MooER, name: str, utts, weights, thresholds, phrases, preset: str, save: Path | None) -> list[dict]:
     rows = []
     for lang in ("zh", "en"):
         subset = [u for u in utts if u.lang == lang]
@@ -54,17 +54,18 @@ def sweep(model: MooER, name: str, utts, weights, phrases, preset: str, save: Pa
             continue
         refs = {u.id: u.text for u in subset}
         baseline = None
-        for weight in [0.0, *weights]:
+        for weight, threshold in [(0.0, None)] + [(w, t) for w in weights for t in thresholds]:
             options = get_preset(preset)
             if weight:
-                options = options.replace(hotwords=phrases, hotword_weight=weight)
+                options = options.replace(hotwords=phrases, hotword_weight=weight, hotword_threshold=threshold)
             hyps, seconds, tokens = decode(model, subset, options)
             baseline = baseline or hyps
             if save is not None:
                 save.mkdir(parents=True, exist_ok=True)
-                with open(save / f"{name.replace(' ', '_')}_{lang}_w{weight:g}.tsv", "w", encoding="utf-8") as f:
+                tag = f"w{weight:g}" + ("" if threshold is None else f"_t{threshold:g}")
+                with open(save / f"{name.replace(' ', '_')}_{lang}_{tag}.tsv", "w", encoding="utf-8") as f:
                     f.writelines(f"{k}\t{refs[k]}\t{hyps[k]}\n" for k in refs)
-            row = {"set": name, "lang": lang, "weight": weight, "utterances": len(subset),
+            row = {"set": name, "lang": lang, "weight": weight, "threshold": threshold, "utterances": len(subset),
                    "seconds": round(seconds, 1), "tokens": tokens,
                    **score(refs, hyps, lang, hotword_phrases(phrases), baseline)}
             rows.append(row)
@@ -73,14 +74,15 @@ def sweep(model: MooER, name: str, utts, weights, phrases, preset: str, save: Pa
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| set | lang | weight | CER/WER % | recall % | recall of baseline misses % | false alarms "
-            "(rate %, utterances) | precision % |\n|---|---|---|---|---|---|---|---|\n")
+    head = ("| set | lang | weight | threshold | CER/WER % | recall % | recall of baseline misses % | false alarms "
+            "(rate %, utterances) | precision % |\n|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         missed = (f"{r['recovered_recall']:.1f} ({r['recovered']}/{r['baseline_missed']})"
                   if r["weight"] and r["baseline_missed"] else "–")
         recall = f"{r['recall']:.1f} ({r['hits']}/{r['spoken']})" if r["spoken"] else "–"
-        lines.append(f"| {r['set']} | {r['lang']} | {r['weight']:g} | {r['error_rate']:.2f} | {recall} | {missed} | "
+        threshold = "–" if r["threshold"] is None else f"{r['threshold']:g}"
+        lines.append(f"| {r['set']} | {r['lang']} | {r['weight']:g} | {threshold} | {r['error_rate']:.2f} | {recall} | {missed} | "
                      f"{r['false_alarms']} ({r['false_alarm_rate']:.3f}, {r['utterances_with_false_alarms']}/"
                      f"{r['utterances']}) | {'–' if r['precision'] is None else format(r['precision'], '.1f')} |")
     return head + "\n".join(lines) + "\n"
@@ -96,21 +98,24 @@ def main() -> None:
                          "speech without the terms (default: skipped)")
     ap.add_argument("--weights", default="1,2,3,4,5,6", help="hotword weights on the hotword set")
     ap.add_argument("--ordinary-weights", default="3,4,5", help="hotword weights on the ordinary split")
+    ap.add_argument("--thresholds", default=str(DEFAULT_HOTWORD_THRESHOLD),
+                    help="CTC pre-filter thresholds, crossed with the weights ('-inf': no pre-filter)")
     ap.add_argument("--preset", default="official")
     ap.add_argument("--json", type=Path, default=None, help="write every row here")
     ap.add_argument("--save", type=Path, default=None, help="write key, reference, hypothesis of every decoding here")
     args = ap.parse_args()
     model = MooER.from_pretrained(None)
     phrases = read_hotwords_file(args.hotword_set / "phrases.txt")
+    thresholds = [float(t) for t in args.thresholds.split(",")]
     rows = []
     for split in args.splits.split(","):
         utts = read_manifest(args.hotword_set / f"{split}.jsonl").utterances
-        rows += sweep(model, f"hotwords {split}", utts, [float(w) for w in args.weights.split(",")], phrases,
-                      args.preset, args.save)
+        rows += sweep(model, f"hotwords {split}", utts, [float(w) for w in args.weights.split(",")], thresholds,
+                      phrases, args.preset, args.save)
     if args.ordinary is not None:
         utts = read_manifest(args.ordinary).utterances
         rows += sweep(model, f"ordinary {args.ordinary.stem}", utts,
-                      [float(w) for w in args.ordinary_weights.split(",")], phrases, args.preset, args.save)
+                      [float(w) for w in args.ordinary_weights.split(",")], thresholds, phrases, args.preset, args.save)
     if args.json:
         args.json.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print(table(rows))

@@ -9,6 +9,10 @@ from typing import Any
 #: bonus per token of a listed hotword (:mod:`mooer.inference.hotwords`; tuned on the demo model's hotword dev
 #: set, see benchmarks/RESULTS_hotwords.md)
 DEFAULT_HOTWORD_WEIGHT = 3.0
+#: CTC pre-filter of hotwords (models with a CTC head): the keyword score per token a phrase needs in an
+#: utterance to be boosted there (:func:`mooer.inference.hotwords.ctc_keyword_scores`; tuned with
+#: DEFAULT_HOTWORD_WEIGHT on the same dev set)
+DEFAULT_HOTWORD_THRESHOLD = -4.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,11 @@ class DecodingOptions:
     #: the bonus per token of a listed phrase (natural-log units) for phrases without their own weight;
     #: taken back when the phrase is not finished
     hotword_weight: float = DEFAULT_HOTWORD_WEIGHT
+    #: models with a CTC head (the transcript of ``asr``): a phrase is boosted in an utterance only where the
+    #: CTC posteriors support it, i.e. its CTC keyword score (per token, log-probability relative to each
+    #: frame's best class; 0 = the CTC head's own best path writes it) reaches this threshold. -inf = boost
+    #: every phrase everywhere, as models without a CTC head (the official checkpoints) and the other tasks do
+    hotword_threshold: float = DEFAULT_HOTWORD_THRESHOLD
 
     def __post_init__(self) -> None:
         # imported here: the hotword module needs torch, and importing mooer must stay light
@@ -59,6 +68,10 @@ class DecodingOptions:
         if not isinstance(self.hotwords, tuple) or self.hotwords:  # a list or a string: normalise it
             object.__setattr__(self, "hotwords", normalize_hotwords(self.hotwords))
         object.__setattr__(self, "hotword_weight", check_weight(self.hotword_weight, "hotword_weight"))
+        threshold = self.hotword_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold <= 0.0:
+            raise ValueError(f"hotword_threshold must be a number <= 0 (-inf: no CTC pre-filter), got {threshold!r}")
+        object.__setattr__(self, "hotword_threshold", float(threshold))
 
     def replace(self, **changes: Any) -> "DecodingOptions":
         """A copy with some fields changed; ``None`` values are ignored (handy for CLI overrides)."""
