@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from fixtures_path import AUDIO
-from mooer.decoding import DEFAULT_HOTWORD_THRESHOLD, DEFAULT_HOTWORD_WEIGHT, DecodingOptions, get_preset
+from mooer.decoding import (
+    DEFAULT_FILTERED_HOTWORD_WEIGHT,
+    DEFAULT_HOTWORD_THRESHOLD,
+    DEFAULT_HOTWORD_WEIGHT,
+    DecodingOptions,
+    get_preset,
+)
 from mooer.evaluation import evaluate, phrase_in
 from mooer.inference.ctc_prefix import CTCPrefixScorer
 from mooer.inference.hotwords import (
@@ -259,8 +265,8 @@ def test_hotword_threshold_option():
 
 
 # ------------------------------------------------------------------------------------------ decoding
-def processors_of(model, options, task="asr"):
-    """The logits processors ``Pipeline.generate`` hands the engine for ``options``."""
+def processors_of(model, options, task="asr", audio=str(AUDIO / "zh1.wav")):
+    """The logits processors ``Pipeline.generate`` hands the engine for ``options`` decoding ``audio``."""
     seen = []
     engine = model.pipeline.engine
     original = engine.generate
@@ -271,7 +277,7 @@ def processors_of(model, options, task="asr"):
 
     engine.generate = spy
     try:
-        model.transcribe([str(AUDIO / "zh1.wav")], task=task, decoding=options)
+        model.transcribe([audio], task=task, decoding=options)
     finally:
         del engine.generate
     return seen[0]
@@ -342,6 +348,30 @@ def test_joint_ctc_decoding_and_boosting_compose(demo_model, preset):
     assert boosted.text[2:] == base.text[2:]  # the rest of the sentence is untouched
 
 
+def test_the_pre_filter_keeps_the_spoken_homophone_and_drops_the_unspoken_phrase(demo_model):
+    """sample_zh.wav says 索引 (suo3 yin3): its CTC posteriors support the homophone 所引, not 阿姆斯特丹 or
+    Kubernetes; with the pre-filter off every phrase is boosted."""
+    from importlib.resources import files
+
+    wav = str(files("mooer.assets") / "sample_zh.wav")
+    options = get_preset("official").replace(hotwords=("阿姆斯特丹", "所引", "Kubernetes"))
+    [_, booster] = processors_of(demo_model, options, audio=wav)
+    assert isinstance(booster, FilteredHotwordBooster)
+    [kept] = booster.boosters
+    tok = demo_model.tokenizer
+    suoyin = tok("所引", add_special_tokens=False)["input_ids"]
+    assert len(suoyin) == 2
+    # the default weight where the pre-filter runs
+    assert kept.graph.walk(suoyin)[1] == pytest.approx(2 * DEFAULT_FILTERED_HOTWORD_WEIGHT)
+    for unspoken in ("阿姆斯特丹", " Kubernetes"):
+        assert kept.graph.walk(tok(unspoken, add_special_tokens=False)["input_ids"])[1] == 0.0
+    [_, plain] = processors_of(demo_model, options.replace(hotword_threshold=float("-inf")), audio=wav)
+    assert type(plain) is HotwordBooster
+    assert plain.graph.walk(tok("阿姆斯特丹", add_special_tokens=False)["input_ids"])[1] > 0
+    assert plain.graph.walk(suoyin)[1] == pytest.approx(2 * DEFAULT_HOTWORD_WEIGHT)  # and the plain default
+    assert demo_model.transcribe([wav], decoding=options)[0].text.startswith("所引")
+
+
 # ------------------------------------------------------------------------------------------- lists
 def test_parsing_and_normalising():
     assert parse_hotwords("张伟, Kubernetes\n高德地图，索引、 a  b ") == ("张伟", "Kubernetes", "高德地图", "索引", "a b")
@@ -352,7 +382,7 @@ def test_parsing_and_normalising():
     assert options.hotwords == ("张伟", ("Kubernetes", 2.0))
     assert options == DecodingOptions(hotwords=("张伟", ("Kubernetes", 2.0)))
     assert hash(options) == hash(DecodingOptions(hotwords="张伟, Kubernetes\t2"))
-    assert DecodingOptions().hotwords == () and DecodingOptions().hotword_weight == DEFAULT_HOTWORD_WEIGHT
+    assert DecodingOptions().hotwords == () and DecodingOptions().hotword_weight is None  # chosen per model
 
 
 @pytest.mark.parametrize("bad, message", [

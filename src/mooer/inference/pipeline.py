@@ -23,7 +23,13 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import numpy as np
 import torch
 
-from mooer.decoding import DEFAULT_CTC_WEIGHT, DecodingOptions, Result
+from mooer.decoding import (
+    DEFAULT_CTC_WEIGHT,
+    DEFAULT_FILTERED_HOTWORD_WEIGHT,
+    DEFAULT_HOTWORD_WEIGHT,
+    DecodingOptions,
+    Result,
+)
 from mooer.errors import AudioError, ConfigError
 from mooer.features import SAMPLE_RATE, FeatureExtractor, audio_tokens
 from mooer.inference.ctc_prefix import CTCPrefixScorer
@@ -119,15 +125,15 @@ class Pipeline:
     #: requests and the batches of one transcribe call reuse it)
     GRAPH_CACHE = 16
 
-    def hotword_list(self, options: DecodingOptions) -> HotwordList:
-        """``options.hotwords`` as this model's tokenizer writes them, with their context graphs (cached)."""
-        key = (options.hotwords, options.hotword_weight)
+    def hotword_list(self, hotwords: tuple, weight: float) -> HotwordList:
+        """A normalised hotword list as this model's tokenizer writes it, with its context graphs (cached)."""
+        key = (hotwords, weight)
         with self._graphs_lock:
             listed = self._graphs.get(key)
             if listed is not None:
                 self._graphs.move_to_end(key)
                 return listed
-        listed = HotwordList(self.tokenizer, options.hotwords, options.hotword_weight, self.token_texts)
+        listed = HotwordList(self.tokenizer, hotwords, weight, self.token_texts)
         with self._graphs_lock:
             self._graphs[key] = listed
             if len(self._graphs) > self.GRAPH_CACHE:
@@ -177,7 +183,9 @@ class Pipeline:
                 # Where the output is the transcript and the model has a CTC head, each utterance boosts only
                 # the phrases its CTC posteriors support (the threshold; -inf: all of them).
                 prefilter = task == "asr" and log_probs is not None and options.hotword_threshold > float("-inf")
-                processors.append(self.hotword_list(options).booster(
+                boost = options.hotword_weight or (DEFAULT_FILTERED_HOTWORD_WEIGHT if prefilter
+                                                   else DEFAULT_HOTWORD_WEIGHT)
+                processors.append(self.hotword_list(options.hotwords, boost).booster(
                     log_probs if prefilter else None, lengths, options.hotword_threshold))
             return self.engine.generate(embeds, tokens.attention_mask, options, max_new_tokens=max_new_tokens,
                                         processors=processors, streamer=streamer)
