@@ -7,7 +7,9 @@ hotwords. Because other jobs' load swings the wall times by more than the booste
 inside the booster itself (``HotwordBooster.__call__``, timed in the same runs) is reported as a share of
 the decoding time: the overhead that load cannot blur. Decoding steps are counted as well (the calls of the
 engine's log-prob recorder, one per step): biasing can change how long beam search runs and what it
-writes, so the time per step separates the booster's cost from those changes.
+writes, so the time per step separates the booster's cost from those changes. The demo model has a CTC head,
+so both settings run the CTC pre-filter of the lists (``HotwordList.kept``, timed the same way: its share is
+part of the lists' cost).
 Two settings: the default (``official`` preset: beam 4, joint CTC decoding) and greedy LLM-only decoding
 (``greedy``, ``ctc_weight 0``: the cheapest steps, so the largest share for the booster). Generated tokens
 are counted too, since biasing may change the outputs' lengths, and the error rate of each list on these

@@ -382,7 +382,8 @@ def test_parsing_and_normalising():
     assert options.hotwords == ("张伟", ("Kubernetes", 2.0))
     assert options == DecodingOptions(hotwords=("张伟", ("Kubernetes", 2.0)))
     assert hash(options) == hash(DecodingOptions(hotwords="张伟, Kubernetes\t2"))
-    assert DecodingOptions().hotwords == () and DecodingOptions().hotword_weight is None  # chosen per model
+    assert DecodingOptions().hotwords == ()
+    assert DecodingOptions().hotword_weight is None  # chosen per model and task: the pre-filter's or the plain default
 
 
 @pytest.mark.parametrize("bad, message", [

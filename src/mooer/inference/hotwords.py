@@ -40,6 +40,14 @@ O(rows), not O(rows * length)) advanced by one token. Scores change only where t
 indexed add, and a row inside a match gets the tokens leaving its state (and the states on its failure
 chain) in one more.
 
+**CTC pre-filter.** Where the model has a CTC head and the output is the transcript (``asr``),
+:class:`HotwordList` first scores each phrase against each utterance's CTC posteriors
+(:func:`ctc_keyword_scores`) and the utterance boosts only the phrases that reach
+``DecodingOptions.hotword_threshold`` (:class:`FilteredHotwordBooster`): a phrase the audio gives no
+evidence for cannot be written by the bonus alone, so a list of many phrases costs speech that says none of
+them little, and the kept few can take a larger weight. Models without a CTC head (the official checkpoints)
+and translations boost every phrase everywhere.
+
 The official checkpoints' tokenizer is Qwen2's byte-level BPE, whose merges can join a phrase's first
 Chinese character with the one before it; such a writing does not match here (the demo model's tokenizer
 keeps Chinese characters apart, so it does not arise there).
@@ -588,23 +596,25 @@ def ctc_keyword_scores(log_probs: torch.Tensor, lengths: torch.Tensor | None, se
 
     x = log_probs.detach().float().cpu()
     b_size, t_max, classes = x.shape
-    blank = classes - 1
-    x = x - x.max(dim=-1, keepdim=True).values  # relative to each frame's best class
-    if lengths is not None:
-        beyond = torch.arange(t_max).unsqueeze(0) >= lengths.cpu().view(-1, 1)
-        x = x.masked_fill(beyond.unsqueeze(-1), float("-inf"))
     n = len(sequences)
     out = torch.full((b_size, n), float("-inf"))
     if not n or not t_max:
         return out
     size = torch.tensor([len(s) for s in sequences])
     width = int(size.max())
-    tokens = torch.zeros(n, width, dtype=torch.long)
-    for i, s in enumerate(sequences):
-        tokens[i, : len(s)] = torch.tensor(list(s), dtype=torch.long).clamp(max=blank - 1)
+    # one tensor from padded lists (a tensor per sequence would cost more than the search for 1,000 phrases)
+    tokens = torch.tensor([list(s) + [0] * (width - len(s)) for s in sequences], dtype=torch.long)
+    tokens = tokens.clamp(max=classes - 2)
+    # only the classes the sequences use (and blank, last) are looked at: far fewer than the vocabulary
+    used = torch.unique(tokens)
+    x = x[:, :, torch.cat([used, torch.tensor([classes - 1])])] - x.max(dim=-1, keepdim=True).values  # relative
+    tokens, blank = torch.searchsorted(used, tokens), len(used)
+    if lengths is not None:
+        beyond = torch.arange(t_max).unsqueeze(0) >= lengths.cpu().view(-1, 1)
+        x = x.masked_fill(beyond.unsqueeze(-1), float("-inf"))
     valid = torch.arange(width).unsqueeze(0) < size.unsqueeze(1)  # (N, L)
     best = x.max(dim=1).values  # (B, C): each class's best frame
-    bound = (best[:, tokens] * valid).sum(-1) / size.clamp(min=1)  # (B, N)
+    bound = best[:, tokens].masked_fill(~valid, 0.0).sum(-1) / size.clamp(min=1)  # (B, N)
     pairs = (bound >= threshold).nonzero()
     if not len(pairs):
         return out
@@ -620,9 +630,10 @@ def ctc_keyword_scores(log_probs: torch.Tensor, lengths: torch.Tensor | None, se
     last = (size[seqs] - 1).unsqueeze(1)
     result = torch.full((len(tok),), neg)
     start = torch.full((len(tok), 1), 0.0)
+    apart = ~direct[:, 1:]
     for t in range(t_max):
         came = torch.maximum(on, gap)  # into the blank after token i
-        before = torch.cat([start, torch.maximum(gap[:, :-1], on[:, :-1].masked_fill(~direct[:, 1:], neg))], dim=1)
+        before = torch.cat([start, torch.maximum(gap[:, :-1], on[:, :-1].masked_fill(apart, neg))], dim=1)
         on = emit[:, t] + torch.maximum(on, before)
         gap = blanks[:, t : t + 1] + came
         result = torch.maximum(result, on.gather(1, last).squeeze(1))

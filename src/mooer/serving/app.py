@@ -80,7 +80,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mooer.audio import audio_info, load_audio
-from mooer.decoding import DEFAULT_HOTWORD_WEIGHT, PRESETS, DecodingOptions, Result
+from mooer.decoding import DEFAULT_FILTERED_HOTWORD_WEIGHT, DEFAULT_HOTWORD_WEIGHT, PRESETS, DecodingOptions, Result
 from mooer.errors import AudioError
 from mooer.features import SAMPLE_RATE
 from mooer.inference.engines import Generation
