@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 import torch
 
 from fixtures_path import AUDIO
-from mooer.decoding import DEFAULT_HOTWORD_WEIGHT, DecodingOptions, get_preset
+from mooer.decoding import (
+    DEFAULT_FILTERED_HOTWORD_WEIGHT,
+    DEFAULT_HOTWORD_THRESHOLD,
+    DEFAULT_HOTWORD_WEIGHT,
+    DecodingOptions,
+    get_preset,
+)
 from mooer.evaluation import evaluate, phrase_in
 from mooer.inference.ctc_prefix import CTCPrefixScorer
 from mooer.inference.hotwords import (
     MAX_HOTWORD_CHARS,
     MAX_HOTWORDS,
     ContextGraph,
+    FilteredHotwordBooster,
     HotwordBooster,
     HotwordError,
+    HotwordList,
     build_graph,
+    ctc_keyword_scores,
     normalize_hotwords,
     parse_hotwords,
     read_hotwords_file,
@@ -171,9 +181,92 @@ def test_the_processor_keeps_minus_inf_and_the_input():
     assert out[0, 1] == -float("inf") and torch.equal(scores, kept)
 
 
+# ------------------------------------------------------------------------------------------ the pre-filter
+CHARS = "abcxyz "  # CharTokenizer's vocabulary; the CTC blank is class len(CHARS)
+
+
+class CharTokenizer:
+    """One token per character (case folded): enough to build a HotwordList."""
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[CHARS.index(c) for c in t.lower()] for t in texts]}
+
+
+def posteriors(*frames: str, length: int | None = None) -> torch.Tensor:
+    """(B, T, C) CTC log-probabilities: per utterance a string of classes, one per frame ('_' = blank), each
+    frame 0.9 on its class; shorter strings are padded with blank frames."""
+    length = length or max(len(f) for f in frames)
+    out = torch.full((len(frames), length, len(CHARS) + 1), 0.1 / len(CHARS))
+    for b, f in enumerate(frames):
+        for t, c in enumerate(f.ljust(length, "_")):
+            out[b, t, len(CHARS) if c == "_" else CHARS.index(c)] = 0.9
+    return out.log()
+
+
+def ids(text: str) -> list[int]:
+    return [CHARS.index(c) for c in text]
+
+
+def test_keyword_score_of_a_spoken_phrase_is_zero_and_of_an_unspoken_one_far_below():
+    lp = posteriors("__aa_b__c_")
+    spoken, near, unspoken, reversed_, repeat = ctc_keyword_scores(
+        lp, None, [ids("ab"), ids("ac"), ids("xy"), ids("ba"), ids("aa")])[0].tolist()
+    assert spoken == pytest.approx(0.0)  # the best path writes it (a repeated frame, a blank between)
+    gap = math.log(0.9 / (0.1 / len(CHARS)))  # one frame on a class that is not the frame's best
+    assert near == pytest.approx(-gap / 2)  # "ac": only the b frame is off (c comes later: no window has both)
+    assert unspoken == pytest.approx(-gap)  # each of its tokens costs a frame
+    assert reversed_ == pytest.approx(-gap / 2)  # "ba": a is never after b; one off frame is the best
+    assert repeat == pytest.approx(-gap / 2)  # "aa" needs a blank between its two a's: "aa" frames collapse to one
+
+
+def test_keyword_score_respects_lengths_and_the_threshold_bound():
+    lp = posteriors("ab__", "__ab")
+    full = ctc_keyword_scores(lp, None, [ids("ab")])
+    assert full[:, 0].tolist() == pytest.approx([0.0, 0.0])
+    cut = ctc_keyword_scores(lp, torch.tensor([4, 2]), [ids("ab")])  # the second says "ab" after its end
+    assert cut[0, 0] == pytest.approx(0.0) and cut[1, 0] < -1.0
+    # with a threshold, pairs that cannot reach it are not searched (-inf); the others score as without one
+    pruned = ctc_keyword_scores(lp, torch.tensor([4, 2]), [ids("ab"), ids("xy")], threshold=-1.0)
+    assert pruned[0, 0] == pytest.approx(0.0) and pruned[1, 0] == float("-inf")
+    assert pruned[:, 1].tolist() == [float("-inf")] * 2
+
+
+def test_the_pre_filter_keeps_per_utterance_the_phrases_it_heard():
+    listed = HotwordList(CharTokenizer(), ("ab", "xy", ("zc", 2.0)), 1.5)
+    lp = posteriors("_ab__", "_cy__", "_xy_zc")
+    assert listed.kept(lp, None, -1.0) == [frozenset({0}), frozenset(), frozenset({1, 2})]
+    booster = listed.booster(lp, None, -1.0)
+    assert isinstance(booster, FilteredHotwordBooster) and booster.boosters[1] is None
+    # two beams per utterance; after "a" in utterance 0 only "b" (completing "ab") earns, after "c" or "x" in
+    # utterance 1 nothing does (it heard no listed phrase), and utterance 2 boosts its own two
+    generated = torch.tensor([[ids("a")[0]], [ids("c")[0]], [ids("x")[0]], [ids("x")[0]], [ids("x")[0]],
+                              [ids("z")[0]]])
+    scores = torch.zeros(6, len(CHARS))
+    out = booster(generated, scores)
+    assert torch.equal(out[2:4], scores[2:4])
+    assert out[0, ids("b")[0]] > 0  # "ab" goes on; "x" would start "xy" if that were kept: it is not
+    assert out[0, ids("x")[0]] == out[0, ids("y")[0]] == out[0, ids("c")[0]] < 0
+    assert out[4, ids("y")[0]] > 0 and out[5, ids("c")[0]] > 0
+    for r in (0, 1, 4, 5):  # each row as the phrase's own graph scores it
+        graph = listed.subgraph(frozenset({0}) if r < 2 else frozenset({1, 2}))
+        expected = HotwordBooster(graph)(generated[r : r + 1], scores[r : r + 1])
+        assert torch.equal(out[r], expected[0])
+    # without posteriors or threshold: the plain booster over the whole list
+    assert isinstance(listed.booster(), HotwordBooster) and isinstance(listed.booster(lp, None, None), HotwordBooster)
+
+
+def test_hotword_threshold_option():
+    assert DecodingOptions().hotword_threshold == DEFAULT_HOTWORD_THRESHOLD <= 0
+    assert DecodingOptions(hotword_threshold=-2).hotword_threshold == -2.0
+    assert DecodingOptions(hotword_threshold=float("-inf")).hotword_threshold == float("-inf")
+    for bad in (0.5, float("nan"), "x", True):
+        with pytest.raises(ValueError, match="hotword_threshold"):
+            DecodingOptions(hotword_threshold=bad)
+
+
 # ------------------------------------------------------------------------------------------ decoding
-def processors_of(model, options, task="asr"):
-    """The logits processors ``Pipeline.generate`` hands the engine for ``options``."""
+def processors_of(model, options, task="asr", audio=str(AUDIO / "zh1.wav")):
+    """The logits processors ``Pipeline.generate`` hands the engine for ``options`` decoding ``audio``."""
     seen = []
     engine = model.pipeline.engine
     original = engine.generate
@@ -184,7 +277,7 @@ def processors_of(model, options, task="asr"):
 
     engine.generate = spy
     try:
-        model.transcribe([str(AUDIO / "zh1.wav")], task=task, decoding=options)
+        model.transcribe([audio], task=task, decoding=options)
     finally:
         del engine.generate
     return seen[0]
@@ -249,10 +342,34 @@ def test_joint_ctc_decoding_and_boosting_compose(demo_model, preset):
     base = demo_model.transcribe([wav], decoding=options)[0]
     boosted_options = options.replace(hotwords=("所引",), hotword_weight=6.0)
     kinds = [type(p) for p in processors_of(demo_model, boosted_options)]
-    assert kinds == [CTCPrefixScorer, HotwordBooster]
+    assert kinds == [CTCPrefixScorer, FilteredHotwordBooster]  # the CTC pre-filter is on by default
     boosted = demo_model.transcribe([wav], decoding=boosted_options)[0]
     assert base.text.startswith("索引") and boosted.text.startswith("所引")
     assert boosted.text[2:] == base.text[2:]  # the rest of the sentence is untouched
+
+
+def test_the_pre_filter_keeps_the_spoken_homophone_and_drops_the_unspoken_phrase(demo_model):
+    """sample_zh.wav says 索引 (suo3 yin3): its CTC posteriors support the homophone 所引, not 阿姆斯特丹 or
+    Kubernetes; with the pre-filter off every phrase is boosted."""
+    from importlib.resources import files
+
+    wav = str(files("mooer.assets") / "sample_zh.wav")
+    options = get_preset("official").replace(hotwords=("阿姆斯特丹", "所引", "Kubernetes"))
+    [_, booster] = processors_of(demo_model, options, audio=wav)
+    assert isinstance(booster, FilteredHotwordBooster)
+    [kept] = booster.boosters
+    tok = demo_model.tokenizer
+    suoyin = tok("所引", add_special_tokens=False)["input_ids"]
+    assert len(suoyin) == 2
+    # the default weight where the pre-filter runs
+    assert kept.graph.walk(suoyin)[1] == pytest.approx(2 * DEFAULT_FILTERED_HOTWORD_WEIGHT)
+    for unspoken in ("阿姆斯特丹", " Kubernetes"):
+        assert kept.graph.walk(tok(unspoken, add_special_tokens=False)["input_ids"])[1] == 0.0
+    [_, plain] = processors_of(demo_model, options.replace(hotword_threshold=float("-inf")), audio=wav)
+    assert type(plain) is HotwordBooster
+    assert plain.graph.walk(tok("阿姆斯特丹", add_special_tokens=False)["input_ids"])[1] > 0
+    assert plain.graph.walk(suoyin)[1] == pytest.approx(2 * DEFAULT_HOTWORD_WEIGHT)  # and the plain default
+    assert demo_model.transcribe([wav], decoding=options)[0].text.startswith("所引")
 
 
 # ------------------------------------------------------------------------------------------- lists
@@ -265,7 +382,8 @@ def test_parsing_and_normalising():
     assert options.hotwords == ("张伟", ("Kubernetes", 2.0))
     assert options == DecodingOptions(hotwords=("张伟", ("Kubernetes", 2.0)))
     assert hash(options) == hash(DecodingOptions(hotwords="张伟, Kubernetes\t2"))
-    assert DecodingOptions().hotwords == () and DecodingOptions().hotword_weight == DEFAULT_HOTWORD_WEIGHT
+    assert DecodingOptions().hotwords == ()
+    assert DecodingOptions().hotword_weight is None  # chosen per model and task: the pre-filter's or the plain default
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -23,7 +23,7 @@ def test_option_specs_only_for_what_differs_from_plain_decoding():
 
 def test_rebuilt_processors_score_as_the_originals(tiny_model):
     options = PRESETS["greedy"].replace(hotwords=["冲突", ("before start", 5.0)], hotword_weight=4)
-    booster = HotwordBooster(tiny_model.pipeline.hotword_graph(options))
+    booster = HotwordBooster(tiny_model.pipeline.hotword_list(options.hotwords, 4.0).graph)
     specs = processor_specs([booster], 0, "vllm") + option_specs(options.replace(repetition_penalty=1.3,
                                                                                  no_repeat_ngram_size=2))
     rebuilt = RequestProcessors(tiny_model.tokenizer).build(specs)
@@ -45,7 +45,7 @@ def test_rebuilt_processors_score_as_the_originals(tiny_model):
 
 def test_the_booster_spec_round_trips_the_list(tiny_model):
     options = PRESETS["greedy"].replace(hotwords=["冲突", ("before start", 5.0)], hotword_weight=4)
-    spec = HotwordBooster(tiny_model.pipeline.hotword_graph(options)).spec(0)
+    spec = HotwordBooster(tiny_model.pipeline.hotword_list(options.hotwords, 4.0).graph).spec(0)
     assert spec == {"kind": "hotwords", "hotwords": ["冲突", ["before start", 5.0]], "weight": 4.0}
 
 

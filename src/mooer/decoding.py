@@ -6,9 +6,16 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
-#: bonus per token of a listed hotword (:mod:`mooer.inference.hotwords`; tuned on the demo model's hotword dev
-#: set, see benchmarks/RESULTS_hotwords.md)
+#: bonus per token of a listed hotword (:mod:`mooer.inference.hotwords`) where every phrase is boosted everywhere
+#: (models without a CTC head, e.g. the official checkpoints; translations); tuned on the demo model's hotword
+#: dev set without the pre-filter, see benchmarks/RESULTS_hotwords.md
 DEFAULT_HOTWORD_WEIGHT = 3.0
+#: the same where the CTC pre-filter runs (transcripts of models with a CTC head): each utterance boosts only the
+#: few phrases its CTC posteriors support, so a phrase can get more (tuned with the threshold on the same dev set)
+DEFAULT_FILTERED_HOTWORD_WEIGHT = 4.0
+#: CTC pre-filter of hotwords: the keyword score per token a phrase needs in an utterance to be boosted there
+#: (:func:`mooer.inference.hotwords.ctc_keyword_scores`)
+DEFAULT_HOTWORD_THRESHOLD = -4.0
 
 
 @dataclass(frozen=True)
@@ -39,8 +46,14 @@ class DecodingOptions:
     #: weights). () = none: no logits processor is added, decoding is unchanged.
     hotwords: tuple = ()
     #: the bonus per token of a listed phrase (natural-log units) for phrases without their own weight;
-    #: taken back when the phrase is not finished
-    hotword_weight: float = DEFAULT_HOTWORD_WEIGHT
+    #: taken back when the phrase is not finished. None = :data:`DEFAULT_FILTERED_HOTWORD_WEIGHT` where the CTC
+    #: pre-filter runs (``hotword_threshold``), :data:`DEFAULT_HOTWORD_WEIGHT` elsewhere
+    hotword_weight: float | None = None
+    #: models with a CTC head (the transcript of ``asr``): a phrase is boosted in an utterance only where the
+    #: CTC posteriors support it, i.e. its CTC keyword score (per token, log-probability relative to each
+    #: frame's best class; 0 = the CTC head's own best path writes it) reaches this threshold. -inf = boost
+    #: every phrase everywhere, as models without a CTC head (the official checkpoints) and the other tasks do
+    hotword_threshold: float = DEFAULT_HOTWORD_THRESHOLD
 
     def __post_init__(self) -> None:
         # imported here: the hotword module needs torch, and importing mooer must stay light
@@ -58,7 +71,12 @@ class DecodingOptions:
             raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
         if not isinstance(self.hotwords, tuple) or self.hotwords:  # a list or a string: normalise it
             object.__setattr__(self, "hotwords", normalize_hotwords(self.hotwords))
-        object.__setattr__(self, "hotword_weight", check_weight(self.hotword_weight, "hotword_weight"))
+        if self.hotword_weight is not None:
+            object.__setattr__(self, "hotword_weight", check_weight(self.hotword_weight, "hotword_weight"))
+        threshold = self.hotword_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold <= 0.0:
+            raise ValueError(f"hotword_threshold must be a number <= 0 (-inf: no CTC pre-filter), got {threshold!r}")
+        object.__setattr__(self, "hotword_threshold", float(threshold))
 
     def replace(self, **changes: Any) -> "DecodingOptions":
         """A copy with some fields changed; ``None`` values are ignored (handy for CLI overrides)."""

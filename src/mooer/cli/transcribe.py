@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mooer.cli.common import add_model_arguments, load_model
 from mooer.output.formats import iter_key_text, write_results
-from mooer.decoding import DEFAULT_HOTWORD_WEIGHT
+from mooer.decoding import DEFAULT_FILTERED_HOTWORD_WEIGHT, DEFAULT_HOTWORD_THRESHOLD, DEFAULT_HOTWORD_WEIGHT
 
 
 EXAMPLES = """
@@ -33,7 +33,9 @@ beam search (--preset official) and joint CTC decoding need hf. Hotwords and the
 hotwords: decoding favours the listed phrases (a phrase earns --hotword-weight per token, paid as its
 tokens are written and taken back when it is not finished). --hotwords takes phrases
 separated by commas or newlines, --hotwords-file one phrase per line, optionally '<TAB>weight' for its own
-weight; both may be given. At most 1,000 phrases of at most 64 characters.
+weight; both may be given. At most 1,000 phrases of at most 64 characters. Models with a CTC head (the
+bundled demo model) boost in each input only the phrases its CTC posteriors support (--hotword-threshold);
+models without one (the official checkpoints) boost every listed phrase everywhere.
 
 long recordings: inputs longer than --max-segment-seconds (30) are cut at pauses by the Silero VAD,
 decoded segment by segment with repetition guards, and stitched; --format srt/vtt writes subtitles.
@@ -82,7 +84,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="phrases to favour, one per line, optionally followed by <TAB>weight")
         g.add_argument("--hotword-weight", type=float, metavar="W",
                        help="bonus per token of a listed phrase, natural-log units, > 0 and <= 20 (default: "
+                            f"{DEFAULT_FILTERED_HOTWORD_WEIGHT:g} where the CTC pre-filter runs, else "
                             f"{DEFAULT_HOTWORD_WEIGHT:g})")
+        g.add_argument("--hotword-threshold", type=float, metavar="T",
+                       help="models with a CTC head, task asr: boost a phrase in an input only if its CTC keyword "
+                            "score (per token, log-probability relative to each frame's best class; 0 = the CTC "
+                            f"head writes it) reaches T <= 0 (default: {DEFAULT_HOTWORD_THRESHOLD:g}; -inf: boost "
+                            "every phrase everywhere)")
         g.add_argument("--batch-size", type=int, default=8, help="inputs decoded together (default: 8)")
         s = p.add_argument_group("speed")
         s.add_argument("--engine", choices=["hf", "vllm"], default="hf",
@@ -160,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         options = get_preset(preset).replace(
             num_beams=args.beams, max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
             no_repeat_ngram_size=args.no_repeat_ngram_size, ctc_weight=args.ctc_weight,
-            hotwords=hotword_list(args), hotword_weight=args.hotword_weight)
+            hotwords=hotword_list(args), hotword_weight=args.hotword_weight,
+            hotword_threshold=args.hotword_threshold)
     except (ValueError, OSError, UnicodeDecodeError) as e:
         print(f"mooer: error: {e}", file=sys.stderr)
         return 2

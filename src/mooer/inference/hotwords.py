@@ -40,6 +40,14 @@ O(rows), not O(rows * length)) advanced by one token. Scores change only where t
 indexed add, and a row inside a match gets the tokens leaving its state (and the states on its failure
 chain) in one more.
 
+**CTC pre-filter.** Where the model has a CTC head and the output is the transcript (``asr``),
+:class:`HotwordList` first scores each phrase against each utterance's CTC posteriors
+(:func:`ctc_keyword_scores`) and the utterance boosts only the phrases that reach
+``DecodingOptions.hotword_threshold`` (:class:`FilteredHotwordBooster`): a phrase the audio gives no
+evidence for cannot be written by the bonus alone, so a list of many phrases costs speech that says none of
+them little, and the kept few can take a larger weight. Models without a CTC head (the official checkpoints)
+and translations boost every phrase everywhere.
+
 The official checkpoints' tokenizer is Qwen2's byte-level BPE, whose merges can join a phrase's first
 Chinese character with the one before it; such a writing does not match here (the demo model's tokenizer
 keeps Chinese characters apart, so it does not arise there).
@@ -49,6 +57,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
@@ -58,7 +67,8 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: validating option
 __all__ = [
     "MAX_HOTWORDS", "MAX_HOTWORD_CHARS", "MAX_HOTWORD_WEIGHT", "HotwordError", "Hotword", "parse_hotwords",
     "read_hotwords_file", "normalize_hotwords", "check_weight", "hotword_phrases", "spellings",
-    "WORD_CHARACTERS", "word_edges", "ContextGraph", "HotwordBooster", "build_graph",
+    "WORD_CHARACTERS", "word_edges", "ContextGraph", "HotwordBooster", "build_graph", "HotwordList",
+    "FilteredHotwordBooster", "ctc_keyword_scores",
 ]
 
 #: most phrases in one list (1,000 phrases cost at most 15 % decoding speed: benchmarks/RESULTS_hotwords.md)
@@ -366,42 +376,110 @@ class ContextGraph:
         return cached
 
 
-def build_graph(tokenizer: Any, hotwords: Sequence[Hotword], weight: float,
-                token_texts: Sequence[str] | None = None) -> ContextGraph:
-    """The context graph of a normalised hotword list as ``tokenizer`` writes it (:func:`spellings`);
-    ``token_texts`` (each token's text, by id) enables the word-boundary rules.
+class HotwordList:
+    """A normalised hotword list as one model's tokenizer writes it (built once per list and cached by the
+    pipeline): each spelling's token ids and bonuses, the context graph of the whole list (:attr:`graph`),
+    and the graphs of the subsets the CTC pre-filter keeps per utterance (:meth:`booster`).
 
     A phrase earns the same in every spelling: ``weight`` times the tokens of its shortest spelling. Each
     spelling spreads it over its tokens in proportion to the characters each writes (spaces aside), evenly
-    without ``token_texts``: a token of one letter says little about which word is being written (the demo
-    model's tokenizer starts many English words with one), and UPPER CASE often takes a token per letter;
-    paid per token, those would outbid the audio and the other spellings.
+    without ``token_texts`` (each token's text, by id, which also enables the word-boundary rules): a token
+    of one letter says little about which word is being written (the demo model's tokenizer starts many
+    English words with one), and UPPER CASE often takes a token per letter; paid per token, those would
+    outbid the audio and the other spellings.
     """
-    spelled: list[tuple[int, float]] = []  # (phrase number, weight) per spelling
-    texts: list[str] = []
-    for n, entry in enumerate(hotwords):
-        phrase, w = (entry, weight) if isinstance(entry, str) else entry
-        for form in spellings(phrase):
-            texts.append(form)
-            spelled.append((n, w))
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-    shortest: dict[int, int] = {}
-    for (n, _), seq in zip(spelled, ids):
-        if seq:
-            shortest[n] = min(shortest.get(n, len(seq)), len(seq))
-    sequences = []
-    for (n, w), seq in zip(spelled, ids):
-        if not seq:
-            continue
-        total = w * shortest[n]
-        sizes = [len(token_texts[t].replace(" ", "")) for t in seq] if token_texts is not None else [1] * len(seq)
-        if not sum(sizes):
-            sizes = [1] * len(seq)
-        sequences.append((seq, [total * k / sum(sizes) for k in sizes], total))
-    starts, ends = word_edges(token_texts) if token_texts is not None else (frozenset(), frozenset())
-    graph = ContextGraph(sequences, starts, ends)
-    graph.source = (tuple(hotwords), float(weight))  # what it was built from (HotwordBooster.spec)
-    return graph
+
+    #: subset graphs kept (an utterance's kept phrases are few, so a subset's graph is cheap to build)
+    SUBSET_CACHE = 256
+
+    def __init__(self, tokenizer: Any, hotwords: Sequence[Hotword], weight: float,
+                 token_texts: Sequence[str] | None = None):
+        spelled: list[tuple[int, float]] = []  # (phrase number, weight) per spelling
+        texts: list[str] = []
+        for n, entry in enumerate(hotwords):
+            phrase, w = (entry, weight) if isinstance(entry, str) else entry
+            for form in spellings(phrase):
+                texts.append(form)
+                spelled.append((n, w))
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        shortest: dict[int, int] = {}
+        for (n, _), seq in zip(spelled, ids):
+            if seq:
+                shortest[n] = min(shortest.get(n, len(seq)), len(seq))
+        self.phrases = len(hotwords)
+        self.hotwords, self.weight = tuple(hotwords), float(weight)  # what the graphs' ``source`` says
+        self.sequences: list[tuple[list[int], list[float], float]] = []  # (ids, bonus per token, total)
+        self.owner: list[int] = []  # the phrase of each sequence
+        for (n, w), seq in zip(spelled, ids):
+            if not seq:
+                continue
+            total = w * shortest[n]
+            sizes = ([len(token_texts[t].replace(" ", "")) for t in seq] if token_texts is not None
+                     else [1] * len(seq))
+            if not sum(sizes):
+                sizes = [1] * len(seq)
+            self.sequences.append((list(seq), [total * k / sum(sizes) for k in sizes], total))
+            self.owner.append(n)
+        self.word_start, self.word_end = word_edges(token_texts) if token_texts is not None else (frozenset(),
+                                                                                                  frozenset())
+        self._graph: ContextGraph | None = None
+        self._subsets: OrderedDict[frozenset[int], ContextGraph] = OrderedDict()
+        self._lock = threading.Lock()  # the server decodes batches in several threads
+
+    @property
+    def graph(self) -> ContextGraph:
+        """The context graph of every phrase (built on first use)."""
+        with self._lock:
+            if self._graph is None:
+                self._graph = ContextGraph(self.sequences, self.word_start, self.word_end)
+                self._graph.source = (self.hotwords, self.weight)
+            return self._graph
+
+    def subgraph(self, kept: frozenset[int]) -> ContextGraph:
+        """The context graph of the phrases numbered ``kept`` (cached)."""
+        with self._lock:
+            graph = self._subsets.get(kept)
+            if graph is None:
+                graph = ContextGraph([s for s, n in zip(self.sequences, self.owner) if n in kept], self.word_start,
+                                     self.word_end)
+                graph.source = (tuple(self.hotwords[n] for n in sorted(kept)), self.weight)
+                self._subsets[kept] = graph
+                if len(self._subsets) > self.SUBSET_CACHE:
+                    self._subsets.popitem(last=False)
+            else:
+                self._subsets.move_to_end(kept)
+            return graph
+
+    def scores(self, log_probs: torch.Tensor, lengths: torch.Tensor | None,
+               threshold: float = float("-inf")) -> torch.Tensor:
+        """(B, phrases): each phrase's best :func:`ctc_keyword_scores` over its spellings (-inf: below
+        ``threshold`` by the bound, not searched)."""
+        import torch
+
+        per_sequence = ctc_keyword_scores(log_probs, lengths, [s[0] for s in self.sequences], threshold)
+        out = torch.full((per_sequence.shape[0], self.phrases), float("-inf"))
+        owner = torch.tensor(self.owner, dtype=torch.long).expand(per_sequence.shape[0], -1)
+        return out.scatter_reduce(1, owner, per_sequence, "amax")
+
+    def kept(self, log_probs: torch.Tensor, lengths: torch.Tensor | None, threshold: float) -> list[frozenset[int]]:
+        """Per utterance, the phrases whose CTC keyword score reaches ``threshold`` (the pre-filter)."""
+        passed = self.scores(log_probs, lengths, threshold) >= threshold
+        return [frozenset(row.nonzero().flatten().tolist()) for row in passed]
+
+    def booster(self, log_probs: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+                threshold: float | None = None) -> HotwordBooster | FilteredHotwordBooster:
+        """The logits processor of this list: with CTC log-probabilities (B, T, C) and a ``threshold``, each
+        utterance boosts only the phrases its CTC posteriors support (:meth:`kept`); else every phrase."""
+        if log_probs is None or threshold is None:
+            return HotwordBooster(self.graph)
+        return FilteredHotwordBooster([self.subgraph(k) if k else None
+                                       for k in self.kept(log_probs, lengths, threshold)])
+
+
+def build_graph(tokenizer: Any, hotwords: Sequence[Hotword], weight: float,
+                token_texts: Sequence[str] | None = None) -> ContextGraph:
+    """The context graph of a normalised hotword list as ``tokenizer`` writes it (:class:`HotwordList`)."""
+    return HotwordList(tokenizer, hotwords, weight, token_texts).graph
 
 
 # ------------------------------------------------------------------------------------------- the booster
@@ -488,3 +566,94 @@ class HotwordBooster:
             if len(ids):
                 out[index, ids] += values
         return out
+
+
+class FilteredHotwordBooster:
+    """Per utterance its own :class:`HotwordBooster` (its own graph: the phrases its CTC posteriors
+    support), or none. Rows are item-major (``rows // len(graphs)`` per utterance), as every engine gives them."""
+
+    def __init__(self, graphs: Sequence[ContextGraph | None]):
+        self.boosters = [None if g is None else HotwordBooster(g) for g in graphs]
+
+    def spec(self, item: int) -> dict | None:
+        """Utterance ``item``'s booster as plain data (None: it boosts nothing); see HotwordBooster.spec."""
+        booster = self.boosters[item]
+        return None if booster is None else booster.spec(item)
+
+    def __call__(self, generated: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if not any(self.boosters):
+            return scores
+        per = scores.shape[0] // len(self.boosters)
+        out = scores.clone()
+        for b, booster in enumerate(self.boosters):
+            if booster is not None:
+                rows = slice(b * per, (b + 1) * per)
+                out[rows] = booster(generated[rows], scores[rows])
+        return out
+
+
+# ------------------------------------------------------------------------------------------- the pre-filter
+def ctc_keyword_scores(log_probs: torch.Tensor, lengths: torch.Tensor | None, sequences: Sequence[Sequence[int]],
+                       threshold: float = float("-inf")) -> torch.Tensor:
+    """How well the CTC posteriors of each utterance support each token sequence somewhere in it: (B, N).
+
+    A keyword-spotting score (as in CTC word spotting): the best Viterbi path that writes the sequence (each
+    token one or more frames, blanks between, a repeated token needing a blank) over any window of frames,
+    where each frame scores its class's log-probability *relative to the frame's best class*
+    (``log p_t(c) - max_c' log p_t(c')``, so 0 where the path is the frame's best guess and the frames
+    around the window cost nothing), divided by the sequence's tokens. 0: the CTC head's own best path
+    writes the sequence; a few units below: it heard something close (a syllable or letter off); far below:
+    nothing like it.
+
+    ``log_probs``: (B, T, C) CTC log-probabilities, blank = class C - 1; ``lengths``: (B,) valid frames (None:
+    all). Pairs whose bound ``sum_i max_t`` (each token's best frame, which no path can beat) is below
+    ``threshold`` per token are not searched and score ``-inf``: with a threshold the search only runs on
+    the few pairs that could pass.
+    """
+    import torch
+
+    x = log_probs.detach().float().cpu()
+    b_size, t_max, classes = x.shape
+    n = len(sequences)
+    out = torch.full((b_size, n), float("-inf"))
+    if not n or not t_max:
+        return out
+    size = torch.tensor([len(s) for s in sequences])
+    width = int(size.max())
+    # one tensor from padded lists (a tensor per sequence would cost more than the search for 1,000 phrases)
+    tokens = torch.tensor([list(s) + [0] * (width - len(s)) for s in sequences], dtype=torch.long)
+    tokens = tokens.clamp(max=classes - 2)
+    # only the classes the sequences use (and blank, last) are looked at: far fewer than the vocabulary
+    used = torch.unique(tokens)
+    x = x[:, :, torch.cat([used, torch.tensor([classes - 1])])] - x.max(dim=-1, keepdim=True).values  # relative
+    tokens, blank = torch.searchsorted(used, tokens), len(used)
+    if lengths is not None:
+        beyond = torch.arange(t_max).unsqueeze(0) >= lengths.cpu().view(-1, 1)
+        x = x.masked_fill(beyond.unsqueeze(-1), float("-inf"))
+    valid = torch.arange(width).unsqueeze(0) < size.unsqueeze(1)  # (N, L)
+    best = x.max(dim=1).values  # (B, C): each class's best frame
+    bound = best[:, tokens].masked_fill(~valid, 0.0).sum(-1) / size.clamp(min=1)  # (B, N)
+    pairs = (bound >= threshold).nonzero()
+    if not len(pairs):
+        return out
+    rows, seqs = pairs[:, 0], pairs[:, 1]
+    tok = tokens[seqs]  # (K, L)
+    emit = x[rows.view(-1, 1, 1), torch.arange(t_max).view(1, -1, 1), tok.unsqueeze(1)]  # (K, T, L)
+    blanks = x[rows, :, blank]  # (K, T)
+    # a token may follow the one before it without a blank only if they differ
+    direct = torch.cat([torch.zeros(len(tok), 1, dtype=torch.bool), tok[:, 1:] != tok[:, :-1]], dim=1)
+    neg = float("-inf")
+    on = torch.full((len(tok), width), neg)  # best path ending in token i at this frame
+    gap = torch.full((len(tok), width), neg)  # best path ending in a blank after token i
+    last = (size[seqs] - 1).unsqueeze(1)
+    result = torch.full((len(tok),), neg)
+    start = torch.full((len(tok), 1), 0.0)
+    apart = ~direct[:, 1:]
+    for t in range(t_max):
+        came = torch.maximum(on, gap)  # into the blank after token i
+        before = torch.cat([start, torch.maximum(gap[:, :-1], on[:, :-1].masked_fill(apart, neg))], dim=1)
+        on = emit[:, t] + torch.maximum(on, before)
+        gap = blanks[:, t : t + 1] + came
+        result = torch.maximum(result, on.gather(1, last).squeeze(1))
+    out[rows, seqs] = result / size[seqs].float()
+    return out

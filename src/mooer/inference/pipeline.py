@@ -23,12 +23,18 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import numpy as np
 import torch
 
-from mooer.decoding import DEFAULT_CTC_WEIGHT, DecodingOptions, Result
+from mooer.decoding import (
+    DEFAULT_CTC_WEIGHT,
+    DEFAULT_FILTERED_HOTWORD_WEIGHT,
+    DEFAULT_HOTWORD_WEIGHT,
+    DecodingOptions,
+    Result,
+)
 from mooer.errors import AudioError, ConfigError
 from mooer.features import SAMPLE_RATE, FeatureExtractor, audio_tokens
 from mooer.inference.ctc_prefix import CTCPrefixScorer
 from mooer.inference.engines import Engine, Generation, HFEngine
-from mooer.inference.hotwords import ContextGraph, HotwordBooster, build_graph
+from mooer.inference.hotwords import HotwordList
 from mooer.prompting import PromptBuilder, collate_tokens, pad_features
 from mooer.tasks import MULTITASK_SEPARATOR, split_multitask
 
@@ -69,7 +75,7 @@ class Pipeline:
         self.features = features
         self.engine: Engine = engine if engine is not None else HFEngine(network)
         self.downsample = network.adapter.k
-        self._graphs: OrderedDict[tuple, ContextGraph] = OrderedDict()  # by (hotwords, weight), newest last
+        self._graphs: OrderedDict[tuple, HotwordList] = OrderedDict()  # by (hotwords, weight), newest last
         self._graphs_lock = threading.Lock()
 
     @property
@@ -116,24 +122,24 @@ class Pipeline:
         """Tokens that contain the asr_ast separator: they end the transcript the CTC head scores."""
         return {i for i, text in enumerate(self.token_texts) if MULTITASK_SEPARATOR in text}
 
-    #: hotword context graphs kept (building one tokenises every spelling of every phrase: the server's
+    #: hotword lists kept (building one tokenises every spelling of every phrase: the server's
     #: requests and the batches of one transcribe call reuse it)
     GRAPH_CACHE = 16
 
-    def hotword_graph(self, options: DecodingOptions) -> ContextGraph:
-        """The context graph of ``options.hotwords`` as this model's tokenizer writes them (cached)."""
-        key = (options.hotwords, options.hotword_weight)
+    def hotword_list(self, hotwords: tuple, weight: float) -> HotwordList:
+        """A normalised hotword list as this model's tokenizer writes it, with its context graphs (cached)."""
+        key = (hotwords, weight)
         with self._graphs_lock:
-            graph = self._graphs.get(key)
-            if graph is not None:
+            listed = self._graphs.get(key)
+            if listed is not None:
                 self._graphs.move_to_end(key)
-                return graph
-        graph = build_graph(self.tokenizer, options.hotwords, options.hotword_weight, self.token_texts)
+                return listed
+        listed = HotwordList(self.tokenizer, hotwords, weight, self.token_texts)
         with self._graphs_lock:
-            self._graphs[key] = graph
+            self._graphs[key] = listed
             if len(self._graphs) > self.GRAPH_CACHE:
                 self._graphs.popitem(last=False)
-        return graph
+        return listed
 
     def splice(self, features: Sequence[torch.Tensor], task: str, options: DecodingOptions, *,
                forced: Sequence[Sequence[int]] | None = None,
@@ -155,9 +161,12 @@ class Pipeline:
             embeds = net.embed(tokens, net.adapter(states))
             processors = []
             weight = self.ctc_weight(options)
+            log_probs = None  # the CTC head's, for joint decoding and the hotword pre-filter
+            if net.ctc_head is not None and forced is None and (weight > 0 or options.hotwords):
+                log_probs = net.ctc_log_probs(states)
             if weight > 0 and task != "ast" and forced is None:  # ast writes no transcript for the CTC head
                 stop = self.separator_ids if task == "asr_ast" else set()
-                processors.append(CTCPrefixScorer(net.ctc_log_probs(states), lengths, weight, options.num_beams,
+                processors.append(CTCPrefixScorer(log_probs, lengths, weight, options.num_beams,
                                                   end_ids={net.eos_id}, stop_ids=stop,
                                                   pre_beam=options.ctc_candidates))
             if options.hotwords:
@@ -166,7 +175,13 @@ class Pipeline:
                 # and partly undone by the log-softmax) and returns -inf outside the LLM's pre-beam
                 # candidates, which stay out: a hotword can tip the choice among tokens the models find
                 # plausible but cannot force one that neither proposes.
-                processors.append(HotwordBooster(self.hotword_graph(options)))
+                # Where the output is the transcript and the model has a CTC head, each utterance boosts only
+                # the phrases its CTC posteriors support (the threshold; -inf: all of them).
+                prefilter = task == "asr" and log_probs is not None and options.hotword_threshold > float("-inf")
+                boost = options.hotword_weight or (DEFAULT_FILTERED_HOTWORD_WEIGHT if prefilter
+                                                   else DEFAULT_HOTWORD_WEIGHT)
+                processors.append(self.hotword_list(options.hotwords, boost).booster(
+                    log_probs if prefilter else None, lengths, options.hotword_threshold))
         return embeds, tokens.attention_mask, processors
 
     def generate(self, features: Sequence[torch.Tensor], task: str, options: DecodingOptions, *,

@@ -12,8 +12,8 @@ request at a time (``generated`` is then (1, t) and ``scores`` (1, V), Hugging F
   penalty also counts stale ids of the prompt slot then, and crashes in some versions);
 * ``{"kind": "no_repeat_ngram", "size": n}``: transformers' ``NoRepeatNGramLogitsProcessor``.
 
-Any processor object can take part by offering ``spec(item) -> dict`` (its description for batch item
-``item``); one without it runs only on the ``hf`` engine.
+Any processor object can take part by offering ``spec(item) -> dict | None`` (its description for batch
+item ``item``, None when it does nothing for that item); one without it runs only on the ``hf`` engine.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def processor_specs(processors: Sequence[Any], item: int, engine: str) -> list[d
         if spec is None:
             raise ConfigError(f"{type(processor).__name__} runs only on the 'hf' engine, not on {engine!r} "
                               f"(use --engine hf)")
-        specs.append(spec(item))
+        described = spec(item)
+        if described is not None:  # None: nothing to do for this item
+            specs.append(described)
     return specs
 
 

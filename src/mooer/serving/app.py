@@ -27,9 +27,13 @@ Endpoints
     - ``hotwords`` (all three endpoints; not an OpenAI field): phrases to favour while decoding (names,
       terms; :mod:`mooer.inference.hotwords`), separated by commas or newlines, each optionally followed by
       ``<TAB>weight``; joined with the phrases of ``prompt``. ``hotword_weight``: the bonus per token
-      (> 0 and <= 20; default :data:`~mooer.decoding.DEFAULT_HOTWORD_WEIGHT`). At most 1,000 phrases of at
+      (> 0 and <= 20; default :data:`~mooer.decoding.DEFAULT_HOTWORD_WEIGHT`, or
+      :data:`~mooer.decoding.DEFAULT_FILTERED_HOTWORD_WEIGHT` where the CTC pre-filter runs). At most 1,000 phrases of at
       most 64 characters; an empty phrase, a longer one, more phrases or a weight out of range get 400
-      ``invalid_hotwords`` (a weight that is not a number: 400 ``invalid_value``).
+      ``invalid_hotwords`` (a weight that is not a number: 400 ``invalid_value``). On a model with a CTC
+      head (the bundled demo model), transcripts boost per file only the phrases its CTC posteriors support
+      (:data:`~mooer.decoding.DEFAULT_HOTWORD_THRESHOLD`); without one (the official checkpoints) and in
+      translations every listed phrase is boosted.
 
 ``POST /v1/mooer/transcribe``
     MooER's own endpoint: ``file``, ``task`` (``asr`` | ``ast`` | ``asr_ast``; default ``asr_ast`` when the
@@ -77,7 +81,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mooer.audio import audio_info, load_audio
-from mooer.decoding import DEFAULT_HOTWORD_WEIGHT, PRESETS, DecodingOptions, Result
+from mooer.decoding import DEFAULT_FILTERED_HOTWORD_WEIGHT, DEFAULT_HOTWORD_WEIGHT, PRESETS, DecodingOptions, Result
 from mooer.errors import AudioError, ConfigError
 from mooer.features import SAMPLE_RATE, audio_tokens
 from mooer.inference.engines import Generation
@@ -105,7 +109,9 @@ _REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 _LANGUAGES = {"zh": "chinese", "chinese": "chinese", "en": "english", "english": "english"}
 HOTWORDS_HELP = "phrases to favour (names, terms), separated by commas or newlines; 'phrase<TAB>weight' sets one's weight"
 PROMPT_HELP = "read as hotwords: phrases separated by commas or newlines"
-WEIGHT_HELP = f"bonus per token of a listed phrase, > 0 and <= 20 (default {DEFAULT_HOTWORD_WEIGHT:g})"
+WEIGHT_HELP = (f"bonus per token of a listed phrase, > 0 and <= 20 (default {DEFAULT_FILTERED_HOTWORD_WEIGHT:g} for "
+               f"transcripts of a model with a CTC head, which boost only the phrases it heard, else "
+               f"{DEFAULT_HOTWORD_WEIGHT:g})")
 
 __all__ = ["create_app", "ApiError"]
 

@@ -94,7 +94,7 @@ class _RowOf:
         self.processor = processor
         self.item = item
 
-    def spec(self, _item: int) -> dict:
+    def spec(self, _item: int) -> dict | None:
         return self.processor.spec(self.item)
 
 
