@@ -88,6 +88,22 @@ class TokenStreamer(TextIteratorStreamer):
 FRAME_SECONDS = 0.06
 
 
+def refusal(jobs: int, audio: float, job_audio: float, max_jobs: int, max_audio: float | None) -> str | None:
+    """Why a queue holding ``jobs`` jobs and ``audio`` seconds cannot take one of ``job_audio`` seconds (e.g.
+    ``"12 requests"``), or None when it can. One job is always taken, however long."""
+    if jobs >= max_jobs:
+        return f"{jobs} requests"
+    if max_audio is not None and jobs > 0 and audio + job_audio > max_audio:
+        return f"{audio:.0f} s of audio"
+    return None
+
+
+def retry_after(queued_audio: float, seconds_per_audio_second: float) -> float:
+    """Seconds until ``queued_audio`` is decoded at the measured speed (at least 1; 1 before any measurement)."""
+    speed = seconds_per_audio_second
+    return max(1.0, round(queued_audio * speed, 1)) if speed else 1.0
+
+
 @dataclass
 class _Job:
     features: torch.Tensor
@@ -196,8 +212,7 @@ class MicroBatcher:
         return s.model_seconds / s.audio_seconds if s.audio_seconds else 0.0
 
     def _retry_after(self) -> float:
-        speed = self.seconds_per_audio_second()
-        return max(1.0, round(self._queued_audio * speed, 1)) if speed else 1.0
+        return retry_after(self._queued_audio, self.seconds_per_audio_second())
 
     def submit(self, features: torch.Tensor, task: str, options: DecodingOptions,
                streamer: Any = None) -> Future:
@@ -211,14 +226,11 @@ class MicroBatcher:
             self.start()
         job = _Job(features, task, options, Future(), streamer)
         with self._wake:
-            over_count = self._queued_jobs >= self.max_queue
-            over_audio = (self.max_queued_audio_s is not None and self._queued_jobs > 0
-                          and self._queued_audio + job.audio_seconds > self.max_queued_audio_s)
-            if over_count or over_audio:
+            full = refusal(self._queued_jobs, self._queued_audio, job.audio_seconds, self.max_queue,
+                           self.max_queued_audio_s)
+            if full:
                 self._stats.rejected_busy += 1
-                what = (f"{self._queued_jobs} requests" if over_count
-                        else f"{self._queued_audio:.0f} s of audio")
-                raise ServerBusy(f"{what} already waiting; try again later", self._retry_after())
+                raise ServerBusy(f"{full} already waiting; try again later", self._retry_after())
             self._pending.setdefault(job.key, deque()).append(job)
             self._queued_jobs += 1
             self._queued_audio += job.audio_seconds

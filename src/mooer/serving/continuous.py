@@ -33,15 +33,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import CancelledError, Future, InvalidStateError
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from mooer.decoding import DecodingOptions
-from mooer.serving.batcher import FRAME_SECONDS, ServerBusy, StreamCancelled
+from mooer.serving import batcher
+from mooer.serving.batcher import ServerBusy, StreamCancelled, refusal, retry_after
 
 log = logging.getLogger("mooer.serving")
 
@@ -49,40 +50,21 @@ __all__ = ["ContinuousBatcher"]
 
 
 @dataclass
-class _Job:
-    features: torch.Tensor
-    task: str
-    options: DecodingOptions
-    future: Future  # the caller's; never marked running, so cancel() works until the result is set
-    streamer: Any = None
-    enqueued: float = field(default_factory=time.monotonic)
+class _Job(batcher._Job):
     inner: Future | None = None  # the vLLM request, once submitted
     settled: bool = False  # counted as finished (each job is settled exactly once)
 
     @property
     def key(self) -> tuple:
-        """Jobs with the same key share an encoder batch (one prompt, one set of logits processors)."""
+        """Jobs with the same key share an encoder batch (one prompt, one set of logits processors); a
+        streaming job is an ordinary row here."""
         return self.task, self.options
-
-    @property
-    def audio_seconds(self) -> float:
-        return self.features.shape[0] * FRAME_SECONDS
 
 
 @dataclass
-class _Stats:
-    submitted: int = 0
-    completed: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    rejected_busy: int = 0
-    batches: int = 0
-    streams: int = 0
-    max_batch_size: int = 0
+class _Stats(batcher._Stats):
     max_decoding: int = 0  # most requests in vLLM at once
-    model_seconds: float = 0.0  # wall time with work in the engine (see the module docstring)
-    audio_seconds: float = 0.0  # audio decoded (completed jobs)
-    batch_sizes: Counter = field(default_factory=Counter)
+    # model_seconds: wall time with work in the engine (see the module docstring)
 
 
 class _RowOf:
@@ -179,8 +161,7 @@ class ContinuousBatcher:
         return s.model_seconds / s.audio_seconds if s.audio_seconds else 0.0
 
     def _retry_after(self) -> float:
-        speed = self.seconds_per_audio_second()
-        return max(1.0, round(self._audio * speed, 1)) if speed else 1.0
+        return retry_after(self._audio, self.seconds_per_audio_second())
 
     def submit(self, features: torch.Tensor, task: str, options: DecodingOptions,
                streamer: Any = None) -> Future:
@@ -194,13 +175,10 @@ class ContinuousBatcher:
             self.start()
         job = _Job(features, task, options, Future(), streamer)
         with self._wake:
-            over_count = self._jobs >= self.max_queue
-            over_audio = (self.max_queued_audio_s is not None and self._jobs > 0
-                          and self._audio + job.audio_seconds > self.max_queued_audio_s)
-            if over_count or over_audio:
+            full = refusal(self._jobs, self._audio, job.audio_seconds, self.max_queue, self.max_queued_audio_s)
+            if full:
                 self._stats.rejected_busy += 1
-                what = f"{self._jobs} requests" if over_count else f"{self._audio:.0f} s of audio"
-                raise ServerBusy(f"{what} already waiting or decoding; try again later", self._retry_after())
+                raise ServerBusy(f"{full} already waiting or decoding; try again later", self._retry_after())
             self._pending.setdefault(job.key, deque()).append(job)
             self._waiting += 1
             self._waiting_audio += job.audio_seconds
