@@ -29,8 +29,7 @@ Client events
 - ``input_audio_transcription`` (GA: ``audio.input.transcription``): ``model`` and ``language`` (echoed, not
   used: MooER has no language switch), ``prompt`` (echoed, ignored: MooER's prompts are fixed), and
   mooer's own ``task`` (``asr`` | ``ast`` | ``asr_ast``; default ``asr``), ``hotwords`` (list of strings;
-  passed to decoding as ``DecodingOptions.hotwords`` when this build has it, otherwise stored and echoed
-  only) and ``interim_interval_ms`` (0 = no interim results).
+  passed to decoding as ``DecodingOptions.hotwords``) and ``interim_interval_ms`` (0 = no interim results).
 - ``turn_detection`` (GA: ``audio.input.turn_detection``): ``{"type": "server_vad", "threshold",
   "prefix_padding_ms", "silence_duration_ms"}`` (defaults 0.5, 300, 500), or ``null`` for manual mode (the
   client commits; no speech events, no interim results). ``semantic_vad`` is not supported.
@@ -83,7 +82,7 @@ import json
 import logging
 import os
 import uuid
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -113,7 +112,6 @@ _MIN_COMMIT_S = 0.1
 #: interim budgets are rounded up to this many seconds of audio so that the interim decodings of
 #: concurrent sessions share decoding options and can be batched together
 _INTERIM_BUCKET_S = 5.0
-_HOTWORDS = "hotwords" in {f.name for f in fields(DecodingOptions)}
 
 
 def _container(data: bytes) -> str | None:
@@ -593,7 +591,7 @@ class _Session:
 
     # -------------------------------------------------------------------------------------- decoding
     def _options(self, base: DecodingOptions) -> DecodingOptions:
-        if self.config.hotwords and _HOTWORDS:
+        if self.config.hotwords:
             return base.replace(hotwords=self.config.hotwords)
         return base
 
