@@ -21,15 +21,13 @@ import argparse
 import json
 from pathlib import Path
 
-import soundfile as sf
-import torch
+from hotword_sweep import ctc_posteriors  # this directory: the same encoder pass as the sweep's pre-filter
 
 from mooer.api import MooER
 from mooer.data.manifest import read_manifest
 from mooer.decoding import get_preset
 from mooer.evaluation.hotwords import phrase_in
 from mooer.inference.hotwords import hotword_phrases, read_hotwords_file
-from mooer.prompting import pad_features
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,13 +39,8 @@ def transcribe(model: MooER, utts, options) -> dict[str, str]:
 
 def keyword_scores(model: MooER, utts, hotwords) -> dict[str, list[float]]:
     """Per utterance the CTC keyword score of every listed phrase (the pre-filter's numbers)."""
-    net, listed, out = model.network, model.pipeline.hotword_list(hotwords, 1.0), {}
-    for start in range(0, len(utts), 8):
-        batch = utts[start : start + 8]
-        feats, lengths = pad_features([model.featurize_waveform(sf.read(str(u.audio), dtype="float32")[0], u.id)
-                                       for u in batch])
-        with torch.inference_mode():
-            log_probs = net.ctc_log_probs(net.encoder(feats.to(net.device, net.dtype), lengths.to(net.device)))
+    listed, out = model.pipeline.hotword_list(hotwords, 1.0), {}
+    for batch, log_probs, lengths in ctc_posteriors(model, utts):
         for u, row in zip(batch, listed.scores(log_probs, lengths)):
             out[u.id] = row.tolist()
     return out

@@ -53,19 +53,26 @@ def heard_something(model: MooER, utts, options) -> set[str]:
     return _HEARD[key]
 
 
-def _heard(model: MooER, utts, options) -> set[str]:
+def ctc_posteriors(model: MooER, utts, batch_size: int = 8):
+    """Per batch of ``utts``: ``(batch, CTC log-probabilities (B, T, C), lengths)``, one encoder pass each."""
     import soundfile as sf
     import torch
 
     from mooer.prompting import pad_features
 
-    net, listed, out = model.network, model.pipeline.hotword_list(options.hotwords, options.hotword_weight or 1.0), set()
-    for start in range(0, len(utts), 8):
-        batch = utts[start : start + 8]
+    net = model.network
+    for start in range(0, len(utts), batch_size):
+        batch = utts[start : start + batch_size]
         feats, lengths = pad_features([model.featurize_waveform(sf.read(str(u.audio), dtype="float32")[0], u.id)
                                        for u in batch])
         with torch.inference_mode():
             log_probs = net.ctc_log_probs(net.encoder(feats.to(net.device, net.dtype), lengths.to(net.device)))
+        yield batch, log_probs, lengths
+
+
+def _heard(model: MooER, utts, options) -> set[str]:
+    listed, out = model.pipeline.hotword_list(options.hotwords, options.hotword_weight or 1.0), set()
+    for batch, log_probs, lengths in ctc_posteriors(model, utts):
         kept = listed.kept(log_probs, lengths, options.hotword_threshold)
         out |= {u.id for u, k in zip(batch, kept) if k}
     return out
